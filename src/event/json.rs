@@ -1,0 +1,189 @@
+//! Canonical JSON output: compact JSON with ECMAScript number formatting.
+//!
+//! This module owns how values are written back out (alerts, rejects,
+//! digests): numbers exactly as ECMAScript `JSON.stringify` writes an IEEE
+//! double (`2`, `0.1`, `1e-7`, `1e+21`, `-0` as `0`), strings with only the
+//! escapes JSON requires (non-ASCII left as is), no whitespace, and object
+//! members in stored order.
+//!
+//! Invariant: the output is deterministic for a given value and is always
+//! valid JSON (a non-finite number, which callers never pass, becomes `null`).
+
+use serde_json::Value;
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `n` as ECMAScript `Number.prototype.toString` would write it;
+/// `null` for a non-finite value.
+pub fn write_number(out: &mut String, n: f64) {
+    if n.is_finite() {
+        let mut buf = ryu_js::Buffer::new();
+        out.push_str(buf.format_finite(n));
+    } else {
+        out.push_str("null");
+    }
+}
+
+/// [`write_number`] into a fresh string.
+pub fn number_text(n: f64) -> String {
+    let mut out = String::with_capacity(24);
+    write_number(&mut out, n);
+    out
+}
+
+/// Appends `s` as a JSON string literal: `"` and `\` escaped, control
+/// characters as `\b \f \n \r \t` or `\u00xx` (lower-case hex), everything
+/// else (including non-ASCII) verbatim.
+pub fn write_string(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push('"');
+    let mut start = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let short: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        // `b` is ASCII, so `i` is a char boundary.
+        out.push_str(&s[start..i]);
+        if short.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        } else {
+            out.push_str(short);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// Appends `v` as compact JSON. Numbers go through `as_f64` and
+/// [`write_number`], so large integers are written as the double they
+/// round to, like `JSON.stringify`.
+pub fn write_compact(out: &mut String, v: &Value) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(n) => write_number(out, n.as_f64().unwrap_or(f64::NAN)),
+        Value::String(s) => write_string(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_compact(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(out, key);
+                out.push(':');
+                write_compact(out, item);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// [`write_compact`] into a fresh string.
+pub fn compact(v: &Value) -> String {
+    let mut out = String::new();
+    write_compact(&mut out, v);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn numbers_like_ecmascript() {
+        let cases: &[(f64, &str)] = &[
+            (2.0, "2"),
+            (0.0, "0"),
+            (-0.0, "0"),
+            (-2.0, "-2"),
+            (0.1, "0.1"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (1.5, "1.5"),
+            (-1.5, "-1.5"),
+            (1e-7, "1e-7"),
+            (1.5e-7, "1.5e-7"),
+            (0.000001, "0.000001"),
+            (1e21, "1e+21"),
+            (1.5e21, "1.5e+21"),
+            (1e20, "100000000000000000000"),
+            (123456789012.0, "123456789012"),
+            (1795341600250.0, "1795341600250"),
+            (9007199254740993.0, "9007199254740992"),
+            (5e-324, "5e-324"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (-1e-7, "-1e-7"),
+            (100.0, "100"),
+        ];
+        for &(n, text) in cases {
+            assert_eq!(number_text(n), text, "{n:?}");
+        }
+        assert_eq!(number_text(f64::NAN), "null");
+        assert_eq!(number_text(f64::INFINITY), "null");
+        assert_eq!(number_text(f64::NEG_INFINITY), "null");
+        let mut out = String::from("x=");
+        write_number(&mut out, 3.25);
+        assert_eq!(out, "x=3.25");
+    }
+
+    #[test]
+    fn strings_escape_only_what_json_requires() {
+        let mut out = String::new();
+        write_string(
+            &mut out,
+            "a\"b\\c\n\r\t\u{8}\u{c}\u{0}\u{1f}\u{7f}/é日本😀\u{2028}",
+        );
+        assert_eq!(
+            out,
+            "\"a\\\"b\\\\c\\n\\r\\t\\b\\f\\u0000\\u001f\u{7f}/é日本😀\u{2028}\""
+        );
+        let mut out = String::new();
+        write_string(&mut out, "\u{1b}[0m\u{0b}");
+        assert_eq!(out, "\"\\u001b[0m\\u000b\"");
+        let mut out = String::new();
+        write_string(&mut out, "");
+        assert_eq!(out, "\"\"");
+    }
+
+    #[test]
+    fn compact_output() {
+        let v: Value = serde_json::from_str(
+            r#" { "type" : "login", "ts": 2.0, "z": [1, -0.0, 1e21, 1E-7, null, true, false],
+                "a": {"ü": "naïve\u0001", "n": 123456789012}, "big": 18446744073709551615 } "#,
+        )
+        .expect("test json");
+        assert_eq!(
+            compact(&v),
+            r#"{"type":"login","ts":2,"z":[1,0,1e+21,1e-7,null,true,false],"a":{"ü":"naïve\u0001","n":123456789012},"big":18446744073709552000}"#
+        );
+        assert_eq!(compact(&json!([])), "[]");
+        assert_eq!(compact(&json!({})), "{}");
+        assert_eq!(compact(&json!(-7)), "-7");
+        assert_eq!(compact(&json!("k\"")), r#""k\"""#);
+        // Output parses back to an equal value (modulo number canonicalisation).
+        let round: Value = serde_json::from_str(&compact(&v)).expect("reparse");
+        assert_eq!(compact(&round), compact(&v));
+    }
+}
