@@ -5,11 +5,20 @@
 //! - [`event`]: the event, its time and JSON helpers (types only).
 //! - [`lang`]: rule files → validated [`lang::Program`]; no I/O but reading files.
 //! - [`decode`]: bytes → [`event::Event`] or a rejection reason.
+//! - [`sequencer`]: watermark, lateness, release in event order.
+//! - [`engine`]: compiled rules on event time; keyed state, timers. No I/O, no clock.
+//! - [`alert`]: matches → alerts (throttle, ids, messages, JSON).
+//! - [`pipeline`]: sequencer → engine → alerts; shared by `run`, `replay`, `test`.
 //! - [`cli`]: one file per command; the only place `anyhow` is used.
 //!
 //! Layer rule: a module uses only modules listed above it.
 
+pub mod alert;
 pub mod cli;
+pub mod config;
 pub mod decode;
+pub mod engine;
 pub mod event;
 pub mod lang;
+pub mod pipeline;
+pub mod sequencer;

@@ -2,6 +2,7 @@
 //! section 1; `anyhow` stops here.
 
 mod check;
+mod replay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Load and validate rules (and the config when given); print every error.
     Check(check::CheckArgs),
+    /// Evaluate rules over NDJSON events offline; alerts on stdout.
+    Replay(replay::ReplayArgs),
     /// Print version and build information.
     Version,
 }
@@ -30,6 +33,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(args),
+        Command::Replay(args) => replay::run(args),
         Command::Version => {
             println!("tocsin {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -40,4 +44,18 @@ pub fn run(cli: Cli) -> ExitCode {
 /// Default rules location when none is given.
 pub(crate) fn default_rules() -> PathBuf {
     PathBuf::from("rules")
+}
+
+/// The `events` settings of a config file (decoding and `max_delay`), or
+/// the defaults without one.
+pub(crate) fn events_config(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<(crate::decode::DecodeConfig, Option<i64>)> {
+    match path {
+        None => Ok((crate::decode::DecodeConfig::default(), None)),
+        Some(p) => {
+            let cfg = crate::config::Config::load(p)?;
+            Ok((cfg.events.decode_config(), Some(cfg.events.max_delay.0)))
+        }
+    }
 }

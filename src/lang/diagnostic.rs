@@ -148,7 +148,9 @@ pub fn did_you_mean<'a>(
         if c == name {
             continue;
         }
-        let d = strsim::levenshtein(name, c);
+        // Optimal string alignment: a swap of two neighbours (`fial` for
+        // `fail`) counts as one edit, as a typo is usually made.
+        let d = strsim::osa_distance(name, c);
         let limit = (name.chars().count().max(c.chars().count()) / 3).max(1);
         if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, c));

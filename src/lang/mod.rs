@@ -16,6 +16,7 @@ pub mod validate;
 use std::path::{Path, PathBuf};
 
 pub use diagnostic::{Diagnostic, Severity};
+pub use parse::duration_ms;
 pub use program::Program;
 pub use span::SourceMap;
 pub use validate::Options;

@@ -401,60 +401,13 @@ impl Cx<'_> {
 
     /// Milliseconds of a duration literal; reports unit-order mistakes.
     fn duration_ms(&mut self, text: &str, span: Span) -> i64 {
-        const UNITS: [(&str, i64); 5] = [
-            ("d", 86_400_000),
-            ("h", 3_600_000),
-            ("m", 60_000),
-            ("s", 1_000),
-            ("ms", 1),
-        ];
-        let mut total: i64 = 0;
-        let mut last_rank: Option<usize> = None;
-        let mut rest = text;
-        while !rest.is_empty() {
-            let digits = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            let (num, tail) = rest.split_at(digits);
-            let unit_len = if tail.starts_with("ms") { 2 } else { 1 };
-            let (unit, tail) = tail.split_at(unit_len.min(tail.len()));
-            let rank = UNITS.iter().position(|(u, _)| *u == unit).unwrap_or(4);
-            if last_rank.is_some_and(|l| rank <= l) {
-                self.diags.push(Diagnostic::error(
-                    span,
-                    format!(
-                        "invalid duration `{text}`: units must appear in decreasing order (d h m s ms), each at most once"
-                    ),
-                ));
-                return 1;
+        match duration_ms(text) {
+            Ok(ms) => ms,
+            Err(msg) => {
+                self.diags.push(Diagnostic::error(span, msg));
+                1
             }
-            last_rank = Some(rank);
-            let n: i64 = match num.parse() {
-                Ok(n) => n,
-                Err(_) => {
-                    self.diags.push(Diagnostic::error(
-                        span,
-                        format!("duration `{text}` is too large"),
-                    ));
-                    return 1;
-                }
-            };
-            total = match n
-                .checked_mul(UNITS[rank].1)
-                .and_then(|v| total.checked_add(v))
-            {
-                Some(t) => t,
-                None => {
-                    self.diags.push(Diagnostic::error(
-                        span,
-                        format!("duration `{text}` is too large"),
-                    ));
-                    return 1;
-                }
-            };
-            rest = tail;
         }
-        total
     }
 
     /// A string literal with its escapes decoded; bad escapes are reported
@@ -489,7 +442,13 @@ impl Cx<'_> {
                 Some((_, 'u')) => {
                     // \u{X..}
                     let rest = &raw[i + 2..];
-                    let close = rest.find('}');
+                    // Only `\u{...}` has a closing brace to skip; a `}`
+                    // further on after a bare `\u` belongs to other text.
+                    let close = if rest.starts_with('{') {
+                        rest.find('}')
+                    } else {
+                        None
+                    };
                     let ok = rest.starts_with('{')
                         && close.is_some_and(|c| {
                             let hex = &rest[1..c];
@@ -741,5 +700,76 @@ fn binop(p: Pair<Rule>) -> BinOp {
 impl<T> Spanned<T> {
     pub fn map_node<U>(self, f: impl FnOnce(T) -> U) -> Spanned<U> {
         Spanned::new(f(self.node), self.span)
+    }
+}
+
+/// Milliseconds of a duration written in the rule language (`1h30m`,
+/// `250ms`): one or more `<integer><unit>` parts, units `d h m s ms` in
+/// decreasing order, each at most once. Zero is allowed here; callers that
+/// need a positive duration check it.
+pub fn duration_ms(text: &str) -> Result<i64, String> {
+    const UNITS: [(&str, i64); 5] = [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ];
+    let invalid = || {
+        format!(
+            "invalid duration `{text}`: write <integer><unit> parts with units d h m s ms in decreasing order, each at most once (e.g. 1h30m, 250ms)"
+        )
+    };
+    if text.is_empty() {
+        return Err(invalid());
+    }
+    let mut total: i64 = 0;
+    let mut last_rank: Option<usize> = None;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(invalid());
+        }
+        let (num, tail) = rest.split_at(digits);
+        let unit_len = if tail.starts_with("ms") { 2 } else { 1 };
+        if tail.is_empty() {
+            return Err(invalid());
+        }
+        let (unit, tail) = tail.split_at(unit_len.min(tail.len()));
+        let Some(rank) = UNITS.iter().position(|(u, _)| *u == unit) else {
+            return Err(invalid());
+        };
+        if last_rank.is_some_and(|l| rank <= l) {
+            return Err(invalid());
+        }
+        last_rank = Some(rank);
+        let too_large = || format!("duration `{text}` is too large");
+        let n: i64 = num.parse().map_err(|_| too_large())?;
+        total = n
+            .checked_mul(UNITS[rank].1)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(too_large)?;
+        rest = tail;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_ms;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ms("250ms"), Ok(250));
+        assert_eq!(duration_ms("1h30m"), Ok(5_400_000));
+        assert_eq!(duration_ms("2s500ms"), Ok(2500));
+        assert_eq!(duration_ms("1m0s"), Ok(60_000));
+        assert_eq!(duration_ms("1d"), Ok(86_400_000));
+        for bad in ["", "1s1m", "1m1m", "1", "s", "1.5s", "1x", "1ms1s"] {
+            assert!(duration_ms(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -832,7 +832,12 @@ impl<'a> Validator<'a> {
             _ => args.len() == 1,
         };
         if !arity_ok {
-            self.err(name.span, format!("`{n}` takes exactly one argument"));
+            let msg = if agg == AggFunc::Count {
+                "`count` takes at most one argument".to_string()
+            } else {
+                format!("`{n}` takes exactly one argument")
+            };
+            self.err(name.span, msg);
             return CExpr::Lit(Value::Null);
         }
         let canonical = format!(

@@ -1,0 +1,194 @@
+//! The alert stage: throttle per (rule, key), then id, message and JSON.
+//!
+//! State: for throttled rules, the time `P` of the last produced firing per
+//! key (kept until `P + throttle`) and whether the firing that a `resolved`
+//! would end was produced.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use minijinja::Environment;
+use serde_json::{Map, Value};
+
+use super::{Alert, alert_id};
+use crate::engine::{Key, Match, Status};
+use crate::event::EventTime;
+use crate::lang::program::Rule;
+
+#[derive(Debug, Clone, Default)]
+pub struct StageStats {
+    /// Alerts produced, per rule and status (firing, resolved).
+    pub alerts: Vec<[u64; 2]>,
+    /// Alerts suppressed by `throttle`, per rule.
+    pub throttled: Vec<u64>,
+    /// Messages that failed to render (the raw template was sent).
+    pub template_errors: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Throttle {
+    /// Time of the last produced firing alert.
+    last_fired: Option<EventTime>,
+    /// Whether the firing alert a `resolved` would end was produced.
+    open_produced: bool,
+}
+
+pub struct AlertStage {
+    rules: Vec<Arc<Rule>>,
+    env: Environment<'static>,
+    throttles: HashMap<(usize, Key), Throttle>,
+    /// Inserts since the last sweep of expired throttle entries.
+    since_sweep: usize,
+    stats: StageStats,
+}
+
+impl AlertStage {
+    pub fn new(rules: &[Arc<Rule>]) -> Self {
+        let mut env = Environment::new();
+        for r in rules {
+            if let Some(m) = &r.message {
+                // Checked at load; a failure here leaves the raw template in use.
+                let _ = env.add_template_owned(r.name.clone(), m.clone());
+            }
+        }
+        AlertStage {
+            rules: rules.to_vec(),
+            env,
+            throttles: HashMap::new(),
+            since_sweep: 0,
+            stats: StageStats {
+                alerts: vec![[0; 2]; rules.len()],
+                throttled: vec![0; rules.len()],
+                template_errors: 0,
+            },
+        }
+    }
+
+    pub fn stats(&self) -> &StageStats {
+        &self.stats
+    }
+
+    /// Turns a match into an alert, or `None` when throttled.
+    pub fn process(&mut self, m: Match) -> Option<Alert> {
+        let rule = self.rules[m.rule].clone();
+        if let Some(d) = rule.throttle_ms {
+            if !self.admit(m.rule, &m.key, m.status, m.time, d) {
+                self.stats.throttled[m.rule] += 1;
+                return None;
+            }
+        }
+        let id = alert_id(&rule.name, &m.key, m.status, m.time, m.window.map(|w| w.0));
+        let message = self.render(&rule, &m);
+        self.stats.alerts[m.rule][usize::from(m.status == Status::Resolved)] += 1;
+        Some(Alert {
+            id,
+            rule,
+            status: m.status,
+            key: m.key,
+            time: m.time,
+            values: m.values,
+            window: m.window,
+            message,
+            events: m.events,
+        })
+    }
+
+    /// Throttle bookkeeping; `true` when the alert is produced.
+    fn admit(&mut self, rule: usize, key: &Key, status: Status, time: EventTime, d: i64) -> bool {
+        let entry = self.throttles.get(&(rule, key.clone())).copied();
+        match status {
+            Status::Firing => {
+                let suppressed = entry
+                    .and_then(|t| t.last_fired)
+                    .is_some_and(|p| time < p.saturating_add(d));
+                let t = Throttle {
+                    last_fired: if suppressed {
+                        entry.and_then(|t| t.last_fired)
+                    } else {
+                        Some(time)
+                    },
+                    open_produced: !suppressed,
+                };
+                self.throttles.insert((rule, key.clone()), t);
+                self.since_sweep += 1;
+                if self.since_sweep > 4096 {
+                    self.sweep(time, d);
+                }
+                !suppressed
+            }
+            Status::Resolved => match entry {
+                Some(t) => {
+                    self.throttles.insert(
+                        (rule, key.clone()),
+                        Throttle {
+                            open_produced: false,
+                            ..t
+                        },
+                    );
+                    t.open_produced
+                }
+                None => false,
+            },
+        }
+    }
+
+    /// Drops throttle entries that can no longer suppress anything and
+    /// have no open firing.
+    fn sweep(&mut self, now: EventTime, _d: i64) {
+        self.since_sweep = 0;
+        let rules = &self.rules;
+        self.throttles.retain(|(r, _), t| {
+            let d = rules[*r].throttle_ms.unwrap_or(0);
+            t.open_produced || t.last_fired.is_some_and(|p| p.saturating_add(d) > now)
+        });
+    }
+
+    fn render(&mut self, rule: &Rule, m: &Match) -> String {
+        let Some(template) = &rule.message else {
+            return String::new();
+        };
+        let Ok(tmpl) = self.env.get_template(&rule.name) else {
+            self.stats.template_errors += 1;
+            return template.clone();
+        };
+        let mut cx = Map::new();
+        cx.insert("rule".into(), Value::String(rule.name.clone()));
+        cx.insert(
+            "severity".into(),
+            Value::String(rule.severity.as_str().into()),
+        );
+        cx.insert("status".into(), Value::String(m.status.as_str().into()));
+        cx.insert(
+            "key".into(),
+            serde_json::from_str(&m.key).unwrap_or(Value::Object(Map::new())),
+        );
+        cx.insert("time".into(), Value::String(m.time.rfc3339()));
+        cx.insert(
+            "values".into(),
+            Value::Object(m.values.iter().cloned().collect()),
+        );
+        cx.insert(
+            "window".into(),
+            match m.window {
+                Some((s, e)) => serde_json::json!({"start": s.rfc3339(), "end": e.rfc3339()}),
+                None => Value::Null,
+            },
+        );
+        for (i, (name, evs)) in m.events.iter().enumerate() {
+            let quantified = m.quantified.get(i).copied().unwrap_or(false);
+            let v = if quantified {
+                Value::Array(evs.iter().map(|e| e.fields.clone()).collect())
+            } else {
+                evs.first().map_or(Value::Null, |e| e.fields.clone())
+            };
+            cx.insert(name.clone(), v);
+        }
+        match tmpl.render(minijinja::value::Serde(Value::Object(cx))) {
+            Ok(s) => s,
+            Err(_) => {
+                self.stats.template_errors += 1;
+                template.clone()
+            }
+        }
+    }
+}

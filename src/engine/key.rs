@@ -1,0 +1,46 @@
+//! Rule keys: the values of a rule's key expressions for one event, written
+//! once as compact JSON (rule-language.md 2.3). That text is the key's
+//! identity (`1` and `1.0` are one key), its timer order and its `key`
+//! object in alerts.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::expr::{Ctx, eval};
+use crate::event::json;
+use crate::lang::program::KeyExpr;
+
+/// A key as compact JSON text, e.g. `{"user":"alice"}`; `{}` for no key.
+/// Ordered bytewise, as timers at one instant must be.
+pub type Key = Arc<str>;
+
+/// The key of an event, or `None` when a key expression is null (the event is
+/// then not evaluated by the rule: `key_missing`).
+pub fn key_of(exprs: &[KeyExpr], fields: &Value) -> Option<Key> {
+    if exprs.is_empty() {
+        return Some(global());
+    }
+    let mut out = String::with_capacity(16 * exprs.len());
+    out.push('{');
+    let cx = Ctx::event(fields);
+    for (i, k) in exprs.iter().enumerate() {
+        let v = eval(&k.expr, &cx);
+        if v.is_null() {
+            return None;
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        json::write_string(&mut out, &k.name);
+        out.push(':');
+        json::write_compact(&mut out, &v);
+    }
+    out.push('}');
+    Some(Arc::from(out))
+}
+
+/// The one key of a rule without a `key` clause.
+pub fn global() -> Key {
+    Arc::from("{}")
+}

@@ -1,0 +1,173 @@
+//! The deterministic core: compiled rules evaluated on event time.
+//!
+//! No tokio, no clock, no I/O, no locks. Events arrive already in event order
+//! (the sequencer's job); the engine routes each one to the rules of its
+//! stream, keeps keyed state per rule and fires event-time timers when told
+//! to. Output is a list of [`Match`]es in the order of rule-language.md 2.3;
+//! the alert stage turns them into alerts.
+
+pub mod aggregate;
+pub mod expr;
+pub mod key;
+mod operator;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::event::{Event, EventTime};
+use crate::lang::program::{Program, Rule};
+pub use key::Key;
+use operator::Operator;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Firing,
+    Resolved,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Firing => "firing",
+            Status::Resolved => "resolved",
+        }
+    }
+}
+
+/// What a rule produced for one key at one instant, before throttling.
+#[derive(Debug, Clone)]
+pub struct Match {
+    /// Index of the rule in the program.
+    pub rule: usize,
+    pub key: Key,
+    pub status: Status,
+    pub time: EventTime,
+    /// Aggregate values by canonical name (threshold rules).
+    pub values: Vec<(String, Value)>,
+    /// `[start, end)` of a tumbling, hopping or session window.
+    pub window: Option<(EventTime, EventTime)>,
+    /// Events bound to each positive step (`event` for a filter rule).
+    pub events: Vec<(String, Vec<Arc<Event>>)>,
+    /// For sequence steps: whether the step is quantified (a list in templates).
+    pub quantified: Vec<bool>,
+}
+
+/// Counters the engine keeps per rule.
+#[derive(Debug, Clone, Default)]
+pub struct RuleStats {
+    pub matches: u64,
+    pub key_missing: u64,
+}
+
+/// A timer: at instant `.0`, rule `.1` has something due for key `.2`.
+/// The set's order is exactly the firing order of 2.3.
+type Timer = (EventTime, usize, Key);
+
+pub struct Engine {
+    rules: Vec<Arc<Rule>>,
+    ops: Vec<Operator>,
+    /// Rules by stream name, in rule order, `*` rules merged in.
+    routes: HashMap<String, Vec<usize>>,
+    /// Rules reading every stream (`from *`), for streams not in `routes`.
+    any: Vec<usize>,
+    timers: BTreeSet<Timer>,
+    stats: Vec<RuleStats>,
+}
+
+impl Engine {
+    pub fn new(program: &Program) -> Self {
+        let rules = program.rules.clone();
+        let ops = rules.iter().map(|r| Operator::new(r)).collect();
+        let mut routes: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut any = Vec::new();
+        for (i, r) in rules.iter().enumerate() {
+            for s in r.streams() {
+                match s {
+                    Some(name) => {
+                        let v = routes.entry(name.to_string()).or_default();
+                        if v.last() != Some(&i) {
+                            v.push(i);
+                        }
+                    }
+                    None => {
+                        if any.last() != Some(&i) {
+                            any.push(i);
+                        }
+                    }
+                }
+            }
+        }
+        for v in routes.values_mut() {
+            v.extend(any.iter().copied());
+            v.sort_unstable();
+            v.dedup();
+        }
+        Engine {
+            stats: vec![RuleStats::default(); rules.len()],
+            rules,
+            ops,
+            routes,
+            any,
+            timers: BTreeSet::new(),
+        }
+    }
+
+    pub fn rules(&self) -> &[Arc<Rule>] {
+        &self.rules
+    }
+
+    pub fn stats(&self) -> &[RuleStats] {
+        &self.stats
+    }
+
+    /// Live keys of each rule.
+    pub fn key_counts(&self) -> Vec<usize> {
+        self.ops.iter().map(Operator::key_count).collect()
+    }
+
+    /// Evaluates one released event (events come in event order).
+    pub fn on_event(&mut self, ev: &Arc<Event>, out: &mut Vec<Match>) {
+        let rules = match self.routes.get(ev.stream.as_str()) {
+            Some(r) => r.as_slice(),
+            None => self.any.as_slice(),
+        };
+        for &i in rules {
+            let before = out.len();
+            let mut timers = Vec::new();
+            let ok = self.ops[i].on_event(i, &self.rules[i], ev, out, &mut timers);
+            if !ok {
+                self.stats[i].key_missing += 1;
+            }
+            self.stats[i].matches += (out.len() - before) as u64;
+            for (t, k) in timers {
+                self.timers.insert((t, i, k));
+            }
+        }
+    }
+
+    /// The earliest pending timer instant.
+    pub fn next_timer(&self) -> Option<EventTime> {
+        self.timers.first().map(|t| t.0)
+    }
+
+    /// Fires every timer due at exactly `at`, in rule order then key order.
+    pub fn fire_timers(&mut self, at: EventTime, out: &mut Vec<Match>) {
+        let mut new_timers = Vec::new();
+        while let Some(first) = self.timers.first() {
+            if first.0 != at {
+                break;
+            }
+            let Some((t, i, key)) = self.timers.pop_first() else {
+                break;
+            };
+            let before = out.len();
+            self.ops[i].on_timer(i, &self.rules[i], t, &key, out, &mut new_timers);
+            self.stats[i].matches += (out.len() - before) as u64;
+            for (t2, k) in new_timers.drain(..) {
+                self.timers.insert((t2, i, k));
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! One operator per rule kind, all with the same hooks: `on_event` for a
+//! released event of the rule's streams, `on_timer` for a due timer of one
+//! key. Operators own their keyed state and free a key as soon as nothing
+//! pending can use it.
+
+mod absence;
+mod filter;
+mod sequence;
+mod threshold;
+
+use std::sync::Arc;
+
+use super::Match;
+use super::expr::{Ctx, test};
+use super::key::{Key, key_of};
+use crate::event::{Event, EventTime};
+use crate::lang::program::{From, Rule, RuleKind};
+
+/// Timers an operator asks for: (instant, key).
+pub(super) type NewTimers = Vec<(EventTime, Key)>;
+
+pub(super) enum Operator {
+    Filter(filter::Filter),
+    Threshold(threshold::ThresholdOp),
+    Absence(absence::AbsenceOp),
+    Sequence(sequence::SequenceOp),
+}
+
+impl Operator {
+    pub(super) fn new(rule: &Rule) -> Self {
+        match &rule.kind {
+            RuleKind::Filter(_) => Operator::Filter(filter::Filter),
+            RuleKind::Threshold(t) => Operator::Threshold(threshold::ThresholdOp::new(t)),
+            RuleKind::Absence(_) => Operator::Absence(absence::AbsenceOp::default()),
+            RuleKind::Sequence(s) => Operator::Sequence(sequence::SequenceOp::new(s)),
+        }
+    }
+
+    pub(super) fn key_count(&self) -> usize {
+        match self {
+            Operator::Filter(_) => 0,
+            Operator::Threshold(o) => o.key_count(),
+            Operator::Absence(o) => o.key_count(),
+            Operator::Sequence(o) => o.key_count(),
+        }
+    }
+
+    /// Returns `false` when the event's key is missing (not evaluated).
+    pub(super) fn on_event(
+        &mut self,
+        idx: usize,
+        rule: &Rule,
+        ev: &Arc<Event>,
+        out: &mut Vec<Match>,
+        timers: &mut NewTimers,
+    ) -> bool {
+        if let RuleKind::Sequence(seq) = &rule.kind {
+            if let Operator::Sequence(op) = self {
+                let Some(key) = key_of(&rule.key, &ev.fields) else {
+                    return false;
+                };
+                op.on_event(idx, seq, key, ev, out, timers);
+            }
+            return true;
+        }
+        let from = match &rule.kind {
+            RuleKind::Filter(f) => f,
+            RuleKind::Threshold(t) => &t.from,
+            RuleKind::Absence(a) => &a.from,
+            RuleKind::Sequence(_) => return true,
+        };
+        if !passes(from, ev) {
+            return true;
+        }
+        let Some(key) = key_of(&rule.key, &ev.fields) else {
+            return false;
+        };
+        match (self, &rule.kind) {
+            (Operator::Filter(_), _) => filter::on_event(idx, key, ev, out),
+            (Operator::Threshold(op), RuleKind::Threshold(t)) => {
+                op.on_event(idx, t, key, ev, out, timers)
+            }
+            (Operator::Absence(op), RuleKind::Absence(a)) => {
+                op.on_event(idx, a, key, ev, out, timers)
+            }
+            _ => {}
+        }
+        true
+    }
+
+    pub(super) fn on_timer(
+        &mut self,
+        idx: usize,
+        rule: &Rule,
+        at: EventTime,
+        key: &Key,
+        out: &mut Vec<Match>,
+        timers: &mut NewTimers,
+    ) {
+        match (self, &rule.kind) {
+            (Operator::Threshold(op), RuleKind::Threshold(t)) => {
+                op.on_timer(idx, t, at, key, out, timers)
+            }
+            (Operator::Absence(op), RuleKind::Absence(a)) => op.on_timer(idx, a, at, key, out),
+            (Operator::Sequence(op), RuleKind::Sequence(s)) => {
+                op.on_timer(idx, s, at, key, out, timers)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `from STREAM [where COND]`.
+fn passes(from: &From, ev: &Event) -> bool {
+    if from.stream.as_deref().is_some_and(|s| s != ev.stream) {
+        return false;
+    }
+    from.cond
+        .as_ref()
+        .is_none_or(|c| test(c, &Ctx::event(&ev.fields)))
+}

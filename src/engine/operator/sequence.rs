@@ -1,0 +1,474 @@
+//! Sequence rules (rule-language.md 5): followed-by steps with relaxed
+//! contiguity, quantified steps, negation between steps and trailing
+//! negation, bounded by `within`.
+//!
+//! State per key: the unconsumed events of the rule's streams, in event
+//! order, no older than `within` before the newest; and, for a trailing
+//! negation, the pending candidates. Consumption (5.4) is always a prefix of
+//! the key's events, so it is a single sequence number per key.
+//!
+//! When an event `e` is released, the earliest match ending at `e` (5.3) is
+//! found by a depth-first search over the buffer that tries each
+//! non-quantified step's events in event order; a quantified step's events
+//! are fixed by its neighbours, and its `(first, count)` grows with the
+//! next step's event, so the first complete assignment found is the
+//! earliest one.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::NewTimers;
+use crate::engine::expr::{Ctx, StepView, test};
+use crate::engine::key::Key;
+use crate::engine::{Match, Status};
+use crate::event::{Event, EventTime};
+use crate::lang::program::{Sequence, Step};
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Release order within the rule: event order.
+    seq: u64,
+    ev: Arc<Event>,
+}
+
+/// Events bound to one positive step, as buffer indexes during a search.
+#[derive(Debug, Clone)]
+enum Bind {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+/// A positive prefix waiting for its trailing-negation deadline (5.5).
+#[derive(Debug, Clone)]
+struct Candidate {
+    deadline: EventTime,
+    /// Sequence number of the prefix's last event `p` and of its first event.
+    p_seq: u64,
+    first_seq: u64,
+    /// Events bound to each step (empty for negated steps).
+    bound: Vec<Vec<Arc<Event>>>,
+}
+
+#[derive(Default)]
+struct KeyState {
+    buf: VecDeque<Entry>,
+    candidates: Vec<Candidate>,
+    /// Events with `seq <= consumed` are consumed.
+    consumed: u64,
+    /// The pending clean-up timer, if any.
+    cleanup_at: Option<EventTime>,
+}
+
+pub(crate) struct SequenceOp {
+    keys: HashMap<Key, KeyState>,
+    next_seq: u64,
+    /// Indexes of the positive steps.
+    positive: Vec<usize>,
+    /// The trailing negated step, if the sequence ends with one.
+    trailing: Option<usize>,
+}
+
+fn stream_ok(step: &Step, ev: &Event) -> bool {
+    step.stream.as_deref().is_none_or(|s| s == ev.stream)
+}
+
+impl SequenceOp {
+    pub(super) fn new(seq: &Sequence) -> Self {
+        let positive: Vec<usize> = seq.positive().collect();
+        let trailing = seq
+            .steps
+            .last()
+            .filter(|s| s.negated)
+            .map(|_| seq.steps.len() - 1);
+        SequenceOp {
+            keys: HashMap::new(),
+            next_seq: 1,
+            positive,
+            trailing,
+        }
+    }
+
+    pub(super) fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub(super) fn on_event(
+        &mut self,
+        idx: usize,
+        seq: &Sequence,
+        key: Key,
+        ev: &Arc<Event>,
+        out: &mut Vec<Match>,
+        timers: &mut NewTimers,
+    ) {
+        if !seq.steps.iter().any(|s| stream_ok(s, ev)) {
+            return;
+        }
+        let entry_seq = self.next_seq;
+        self.next_seq += 1;
+        let st = self.keys.entry(key.clone()).or_default();
+
+        // A negated event after `p` kills pending candidates (5.5).
+        if let Some(neg) = self.trailing {
+            let step = &seq.steps[neg];
+            if stream_ok(step, ev) {
+                st.candidates.retain(|c| {
+                    if ev.time > c.deadline {
+                        return true;
+                    }
+                    let views = views_of(&c.bound);
+                    let cx = Ctx {
+                        fields: &ev.fields,
+                        steps: &views,
+                        aggs: &[],
+                    };
+                    !step.cond.as_ref().is_none_or(|cond| test(cond, &cx))
+                });
+            }
+        }
+
+        // Events older than `within` before this one can no longer be used.
+        let lo_time = ev.time.saturating_sub(seq.within);
+        while st.buf.front().is_some_and(|e| e.ev.time < lo_time) {
+            st.buf.pop_front();
+        }
+        st.buf.push_back(Entry {
+            seq: entry_seq,
+            ev: ev.clone(),
+        });
+
+        let last_pos = self.positive[self.positive.len() - 1];
+        if stream_ok(&seq.steps[last_pos], ev) {
+            let buf = st.buf.make_contiguous();
+            let mut search = Search {
+                seq,
+                buf,
+                end: buf.len() - 1,
+                lo_time,
+                pos: &self.positive,
+                binds: vec![None; seq.steps.len()],
+            };
+            if search.place(0, None) {
+                let bound = search.bound_events();
+                let first_seq = search.first_seq();
+                match self.trailing {
+                    None => {
+                        out.push(sequence_alert(idx, seq, key.clone(), ev.time, &bound));
+                        // Consume every event of the key up to `e`: all of the buffer.
+                        st.consumed = entry_seq;
+                        st.buf.clear();
+                    }
+                    Some(_) => {
+                        let first_time = search.first_time();
+                        let deadline = first_time.saturating_add(seq.within);
+                        st.candidates.push(Candidate {
+                            deadline,
+                            p_seq: entry_seq,
+                            first_seq,
+                            bound,
+                        });
+                        timers.push((deadline, key.clone()));
+                    }
+                }
+            }
+        }
+
+        if st.buf.is_empty() && st.candidates.is_empty() {
+            self.keys.remove(&key);
+            return;
+        }
+        if st.cleanup_at.is_none() {
+            if let Some(last) = st.buf.back() {
+                let at = last.ev.time.saturating_add(seq.within);
+                st.cleanup_at = Some(at);
+                timers.push((at, key));
+            }
+        }
+    }
+
+    pub(super) fn on_timer(
+        &mut self,
+        idx: usize,
+        seq: &Sequence,
+        at: EventTime,
+        key: &Key,
+        out: &mut Vec<Match>,
+        timers: &mut NewTimers,
+    ) {
+        let Some(st) = self.keys.get_mut(key) else {
+            return;
+        };
+        // Candidates due now, decided in event order of `p`.
+        let mut due: Vec<Candidate> = Vec::new();
+        st.candidates.retain(|c| {
+            if c.deadline == at {
+                due.push(c.clone());
+                false
+            } else {
+                true
+            }
+        });
+        due.sort_by_key(|c| c.p_seq);
+        for c in due {
+            if c.first_seq <= st.consumed {
+                continue; // uses a consumed event
+            }
+            out.push(sequence_alert(idx, seq, key.clone(), at, &c.bound));
+            st.consumed = st.consumed.max(c.p_seq);
+            let consumed = st.consumed;
+            while st.buf.front().is_some_and(|e| e.seq <= consumed) {
+                st.buf.pop_front();
+            }
+        }
+        if st.cleanup_at == Some(at) {
+            st.cleanup_at = None;
+            // Every future event is later than `at`: older events are useless.
+            let horizon = at.saturating_sub(seq.within);
+            while st.buf.front().is_some_and(|e| e.ev.time <= horizon) {
+                st.buf.pop_front();
+            }
+            if let Some(last) = st.buf.back() {
+                let next = last.ev.time.saturating_add(seq.within);
+                if next > at {
+                    st.cleanup_at = Some(next);
+                    timers.push((next, key.clone()));
+                }
+            }
+        }
+        if st.buf.is_empty() && st.candidates.is_empty() {
+            self.keys.remove(key);
+        }
+    }
+}
+
+fn views_of(bound: &[Vec<Arc<Event>>]) -> Vec<Option<StepView<'_>>> {
+    bound
+        .iter()
+        .map(|evs| {
+            evs.last().map(|l| StepView {
+                last: &l.fields,
+                count: evs.len(),
+            })
+        })
+        .collect()
+}
+
+fn sequence_alert(
+    idx: usize,
+    seq: &Sequence,
+    key: Key,
+    time: EventTime,
+    bound: &[Vec<Arc<Event>>],
+) -> Match {
+    let mut events = Vec::new();
+    let mut quantified = Vec::new();
+    for (step, evs) in seq.steps.iter().zip(bound) {
+        if !step.negated {
+            events.push((step.name.clone(), evs.clone()));
+            quantified.push(step.min.is_some());
+        }
+    }
+    Match {
+        rule: idx,
+        key,
+        status: Status::Firing,
+        time,
+        values: Vec::new(),
+        window: None,
+        events,
+        quantified,
+    }
+}
+
+/// One search for the earliest match ending at `buf[end]`.
+struct Search<'a> {
+    seq: &'a Sequence,
+    buf: &'a [Entry],
+    end: usize,
+    /// `e.time - within`: the earliest time a match's first event may have.
+    lo_time: EventTime,
+    pos: &'a [usize],
+    binds: Vec<Option<Bind>>,
+}
+
+impl Search<'_> {
+    fn time(&self, i: usize) -> EventTime {
+        self.buf[i].ev.time
+    }
+
+    fn views(&self) -> Vec<Option<StepView<'_>>> {
+        self.binds
+            .iter()
+            .map(|b| {
+                b.as_ref().map(|b| match b {
+                    Bind::One(i) => StepView {
+                        last: &self.buf[*i].ev.fields,
+                        count: 1,
+                    },
+                    Bind::Many(v) => StepView {
+                        last: &self.buf[v[v.len() - 1]].ev.fields,
+                        count: v.len(),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `buf[i]` is of step `s`'s stream and meets its condition
+    /// under the current bindings.
+    fn qualifies(&self, s: usize, i: usize) -> bool {
+        let step = &self.seq.steps[s];
+        let ev = &self.buf[i].ev;
+        if !stream_ok(step, ev) {
+            return false;
+        }
+        match &step.cond {
+            None => true,
+            Some(c) => {
+                let views = self.views();
+                test(
+                    c,
+                    &Ctx {
+                        fields: &ev.fields,
+                        steps: &views,
+                        aggs: &[],
+                    },
+                )
+            }
+        }
+    }
+
+    /// Whether the negated step just before positive `pi` (if any) has a
+    /// qualifying event strictly between buffer indexes `lo` and `hi`.
+    fn neg_blocked(&self, pi: usize, lo: usize, hi: usize) -> bool {
+        let s = self.pos[pi];
+        if s == 0 || !self.seq.steps[s - 1].negated {
+            return false;
+        }
+        (lo + 1..hi).any(|i| self.qualifies(s - 1, i))
+    }
+
+    /// Assigns positive steps `pi..` after buffer index `lower`.
+    fn place(&mut self, pi: usize, lower: Option<usize>) -> bool {
+        let m = self.pos.len() - 1;
+        let s = self.pos[pi];
+        let start = lower.map_or(0, |l| l + 1);
+        if start > self.end {
+            return false;
+        }
+        match self.seq.steps[s].min {
+            None => {
+                let (from, to) = if pi == m {
+                    (self.end, self.end)
+                } else if self.end == 0 {
+                    return false;
+                } else {
+                    (start, self.end - 1)
+                };
+                for i in from.max(start)..=to {
+                    if pi == 0 && self.time(i) < self.lo_time {
+                        continue;
+                    }
+                    if let Some(l) = lower {
+                        if self.neg_blocked(pi, l, i) {
+                            continue;
+                        }
+                    }
+                    if !self.qualifies(s, i) {
+                        continue;
+                    }
+                    self.binds[s] = Some(Bind::One(i));
+                    if pi == m || self.place(pi + 1, Some(i)) {
+                        return true;
+                    }
+                    self.binds[s] = None;
+                }
+                false
+            }
+            Some(n) if pi == m => {
+                // The last positive step ends at `e`, the event that first
+                // brings its count to the minimum: exactly `n` events.
+                let set: Vec<usize> = (start..=self.end)
+                    .filter(|&i| (pi != 0 || self.time(i) >= self.lo_time) && self.qualifies(s, i))
+                    .collect();
+                if set.last() != Some(&self.end) || set.len() as u64 != n {
+                    return false;
+                }
+                if let Some(l) = lower {
+                    if self.neg_blocked(pi, l, set[0]) {
+                        return false;
+                    }
+                }
+                self.binds[s] = Some(Bind::Many(set));
+                true
+            }
+            Some(n) => {
+                let next = self.pos[pi + 1];
+                let next_is_last = pi + 1 == m;
+                let (from, to) = if next_is_last {
+                    (self.end, self.end)
+                } else if self.end == 0 {
+                    return false;
+                } else {
+                    (start, self.end - 1)
+                };
+                for b in from.max(start)..=to {
+                    let set: Vec<usize> = (start..b)
+                        .filter(|&i| {
+                            (pi != 0 || self.time(i) >= self.lo_time) && self.qualifies(s, i)
+                        })
+                        .collect();
+                    if (set.len() as u64) < n {
+                        continue;
+                    }
+                    if let Some(l) = lower {
+                        if self.neg_blocked(pi, l, set[0]) {
+                            continue;
+                        }
+                    }
+                    let last_of_set = set[set.len() - 1];
+                    self.binds[s] = Some(Bind::Many(set));
+                    if self.neg_blocked(pi + 1, last_of_set, b) || !self.qualifies(next, b) {
+                        self.binds[s] = None;
+                        continue;
+                    }
+                    self.binds[next] = Some(Bind::One(b));
+                    if next_is_last || self.place(pi + 2, Some(b)) {
+                        return true;
+                    }
+                    self.binds[next] = None;
+                    self.binds[s] = None;
+                }
+                false
+            }
+        }
+    }
+
+    fn first_index(&self) -> usize {
+        match &self.binds[self.pos[0]] {
+            Some(Bind::One(i)) => *i,
+            Some(Bind::Many(v)) => v[0],
+            None => self.end,
+        }
+    }
+
+    fn first_seq(&self) -> u64 {
+        self.buf[self.first_index()].seq
+    }
+
+    fn first_time(&self) -> EventTime {
+        self.time(self.first_index())
+    }
+
+    /// The events bound to each step, in event order.
+    fn bound_events(&self) -> Vec<Vec<Arc<Event>>> {
+        self.binds
+            .iter()
+            .map(|b| match b {
+                None => Vec::new(),
+                Some(Bind::One(i)) => vec![self.buf[*i].ev.clone()],
+                Some(Bind::Many(v)) => v.iter().map(|i| self.buf[*i].ev.clone()).collect(),
+            })
+            .collect()
+    }
+}

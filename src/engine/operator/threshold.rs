@@ -1,0 +1,232 @@
+//! Threshold rules (rule-language.md 6): sliding windows fire on the edges
+//! of their condition; tumbling/hopping and session windows are evaluated
+//! once when they close.
+//!
+//! State per key: the argument values of the events in its window(s). A key
+//! is dropped when its last window closes (sliding: when a timer leaves it
+//! empty).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::NewTimers;
+use crate::engine::aggregate::{Args, compute};
+use crate::engine::expr::{Ctx, eval, test};
+use crate::engine::key::Key;
+use crate::engine::{Match, Status};
+use crate::event::{Event, EventTime};
+use crate::lang::program::{Threshold, Window};
+
+enum KeyState {
+    Sliding {
+        rows: VecDeque<(EventTime, Args)>,
+        on: bool,
+    },
+    /// Open windows by start time.
+    Hopping(BTreeMap<EventTime, Vec<Args>>),
+    Session {
+        start: EventTime,
+        last: EventTime,
+        rows: Vec<Args>,
+    },
+}
+
+pub(crate) struct ThresholdOp {
+    keys: HashMap<Key, KeyState>,
+}
+
+impl ThresholdOp {
+    pub(super) fn new(_t: &Threshold) -> Self {
+        ThresholdOp {
+            keys: HashMap::new(),
+        }
+    }
+
+    pub(super) fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub(super) fn on_event(
+        &mut self,
+        idx: usize,
+        t: &Threshold,
+        key: Key,
+        ev: &Arc<Event>,
+        out: &mut Vec<Match>,
+        timers: &mut NewTimers,
+    ) {
+        let cx = Ctx::event(&ev.fields);
+        let args: Args = t
+            .aggs
+            .iter()
+            .map(|a| {
+                a.arg
+                    .as_ref()
+                    .map_or(Value::Null, |e| eval(e, &cx).into_owned())
+            })
+            .collect();
+        let now = ev.time;
+        match t.window {
+            Window::Sliding { size } => {
+                let st = self
+                    .keys
+                    .entry(key.clone())
+                    .or_insert_with(|| KeyState::Sliding {
+                        rows: VecDeque::new(),
+                        on: false,
+                    });
+                let KeyState::Sliding { rows, on } = st else {
+                    return;
+                };
+                expire(rows, now, size);
+                rows.push_back((now, args));
+                let vals = compute(&t.aggs, rows.iter().map(|r| &r.1));
+                let holds = test(&t.when, &Ctx::aggregates(&vals));
+                if holds != *on {
+                    *on = holds;
+                    let status = if holds {
+                        Status::Firing
+                    } else {
+                        Status::Resolved
+                    };
+                    out.push(alert(idx, t, key.clone(), status, now, vals, None));
+                }
+                timers.push((now.saturating_add(size), key));
+            }
+            Window::Hopping { size, every } => {
+                let st = self
+                    .keys
+                    .entry(key.clone())
+                    .or_insert_with(|| KeyState::Hopping(BTreeMap::new()));
+                let KeyState::Hopping(windows) = st else {
+                    return;
+                };
+                // Windows [k*every, k*every + size) that contain `now`.
+                let t_ms = i128::from(now.millis());
+                let (size, every) = (i128::from(size), i128::from(every));
+                let k_max = t_ms.div_euclid(every);
+                let mut k = (t_ms - size).div_euclid(every) + 1;
+                while k <= k_max {
+                    let start = k * every;
+                    if let (Ok(s), Ok(e)) = (i64::try_from(start), i64::try_from(start + size)) {
+                        if start <= t_ms && t_ms < start + size {
+                            windows.entry(EventTime(s)).or_default().push(args.clone());
+                            timers.push((EventTime(e), key.clone()));
+                        }
+                    }
+                    k += 1;
+                }
+            }
+            Window::Session { gap } => {
+                let st = self
+                    .keys
+                    .entry(key.clone())
+                    .or_insert_with(|| KeyState::Session {
+                        start: now,
+                        last: now,
+                        rows: Vec::new(),
+                    });
+                let KeyState::Session { last, rows, .. } = st else {
+                    return;
+                };
+                *last = now;
+                rows.push(args);
+                timers.push((now.saturating_add(gap), key));
+            }
+        }
+    }
+
+    pub(super) fn on_timer(
+        &mut self,
+        idx: usize,
+        t: &Threshold,
+        at: EventTime,
+        key: &Key,
+        out: &mut Vec<Match>,
+        _timers: &mut NewTimers,
+    ) {
+        let Some(st) = self.keys.get_mut(key) else {
+            return;
+        };
+        let mut drop_key = false;
+        match (st, t.window) {
+            (KeyState::Sliding { rows, on }, Window::Sliding { size }) => {
+                expire(rows, at, size);
+                let vals = compute(&t.aggs, rows.iter().map(|r| &r.1));
+                if rows.is_empty() {
+                    drop_key = true;
+                    if *on {
+                        out.push(alert(idx, t, key.clone(), Status::Resolved, at, vals, None));
+                    }
+                } else {
+                    let holds = test(&t.when, &Ctx::aggregates(&vals));
+                    if holds != *on {
+                        *on = holds;
+                        let status = if holds {
+                            Status::Firing
+                        } else {
+                            Status::Resolved
+                        };
+                        out.push(alert(idx, t, key.clone(), status, at, vals, None));
+                    }
+                }
+            }
+            (KeyState::Hopping(windows), Window::Hopping { size, .. }) => {
+                let start = at.saturating_sub(size);
+                if let Some(rows) = windows.remove(&start) {
+                    let vals = compute(&t.aggs, rows.iter());
+                    if !rows.is_empty() && test(&t.when, &Ctx::aggregates(&vals)) {
+                        let w = Some((start, at));
+                        out.push(alert(idx, t, key.clone(), Status::Firing, at, vals, w));
+                    }
+                }
+                drop_key = windows.is_empty();
+            }
+            (KeyState::Session { start, last, rows }, Window::Session { gap }) => {
+                if last.saturating_add(gap) == at {
+                    let vals = compute(&t.aggs, rows.iter());
+                    if test(&t.when, &Ctx::aggregates(&vals)) {
+                        let w = Some((*start, at));
+                        out.push(alert(idx, t, key.clone(), Status::Firing, at, vals, w));
+                    }
+                    drop_key = true;
+                }
+            }
+            _ => {}
+        }
+        if drop_key {
+            self.keys.remove(key);
+        }
+    }
+}
+
+/// Removes rows outside `(now - size, now]`.
+fn expire(rows: &mut VecDeque<(EventTime, Args)>, now: EventTime, size: i64) {
+    let cutoff = now.saturating_sub(size);
+    while rows.front().is_some_and(|r| r.0 <= cutoff) {
+        rows.pop_front();
+    }
+}
+
+fn alert(
+    idx: usize,
+    t: &Threshold,
+    key: Key,
+    status: Status,
+    time: EventTime,
+    vals: Vec<Value>,
+    window: Option<(EventTime, EventTime)>,
+) -> Match {
+    Match {
+        rule: idx,
+        key,
+        status,
+        time,
+        values: t.aggs.iter().map(|a| a.name.clone()).zip(vals).collect(),
+        window,
+        events: Vec::new(),
+        quantified: Vec::new(),
+    }
+}
