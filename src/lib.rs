@@ -20,5 +20,7 @@ pub mod decode;
 pub mod engine;
 pub mod event;
 pub mod lang;
+pub mod metrics;
+pub mod outbox;
 pub mod pipeline;
 pub mod sequencer;

@@ -32,6 +32,12 @@ impl Pipeline {
         }
     }
 
+    /// Swaps in new rules, keeping the state of unchanged ones.
+    pub fn reload(&mut self, program: &Program) {
+        let kept = self.engine.reload(program);
+        self.stage.reload(self.engine.rules(), &kept);
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

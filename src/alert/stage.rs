@@ -64,6 +64,26 @@ impl AlertStage {
         }
     }
 
+    /// Follows an engine reload: `kept[new] = Some(old)` for unchanged rules,
+    /// whose throttle state and counters carry over.
+    pub fn reload(&mut self, rules: &[Arc<Rule>], kept: &[Option<usize>]) {
+        let mut fresh = AlertStage::new(rules);
+        let mut remap = vec![None; self.rules.len()];
+        for (new, old) in kept.iter().enumerate() {
+            if let Some(o) = old {
+                remap[*o] = Some(new);
+                fresh.stats.alerts[new] = self.stats.alerts[*o];
+                fresh.stats.throttled[new] = self.stats.throttled[*o];
+            }
+        }
+        fresh.stats.template_errors = self.stats.template_errors;
+        fresh.throttles = std::mem::take(&mut self.throttles)
+            .into_iter()
+            .filter_map(|((r, k), t)| remap[r].map(|n| ((n, k), t)))
+            .collect();
+        *self = fresh;
+    }
+
     pub fn stats(&self) -> &StageStats {
         &self.stats
     }

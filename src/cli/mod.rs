@@ -3,6 +3,7 @@
 
 mod check;
 mod replay;
+mod test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Evaluate rules over NDJSON events offline; alerts on stdout.
     Replay(replay::ReplayArgs),
+    /// Run rule unit tests (YAML files of events and expected alerts).
+    Test(test::TestArgs),
     /// Print version and build information.
     Version,
 }
@@ -34,6 +37,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Test(args) => test::run(args),
         Command::Version => {
             println!("tocsin {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

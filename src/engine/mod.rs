@@ -114,6 +114,56 @@ impl Engine {
         }
     }
 
+    /// Swaps in a new rule set, keeping the state (keys, timers, counters)
+    /// of every rule whose name and text did not change. Returns, for each
+    /// new rule, the index it had before (if kept).
+    pub fn reload(&mut self, program: &Program) -> Vec<Option<usize>> {
+        let mut old_ops: Vec<Option<Operator>> =
+            std::mem::take(&mut self.ops).into_iter().map(Some).collect();
+        let mut old_stats = std::mem::take(&mut self.stats);
+        let mut kept = Vec::with_capacity(program.rules.len());
+        let mut ops = Vec::with_capacity(program.rules.len());
+        let mut stats = Vec::with_capacity(program.rules.len());
+        for r in &program.rules {
+            let old = self
+                .rules
+                .iter()
+                .position(|o| o.name == r.name && o.source == r.source)
+                .filter(|&i| old_ops[i].is_some());
+            match old.and_then(|i| old_ops[i].take()) {
+                Some(op) => {
+                    let i = old.unwrap_or_default();
+                    ops.push(op);
+                    stats.push(std::mem::take(&mut old_stats[i]));
+                    kept.push(Some(i));
+                }
+                None => {
+                    ops.push(Operator::new(r));
+                    stats.push(RuleStats::default());
+                    kept.push(None);
+                }
+            }
+        }
+        let mut remap = vec![None; self.rules.len()];
+        for (new, old) in kept.iter().enumerate() {
+            if let Some(o) = old {
+                remap[*o] = Some(new);
+            }
+        }
+        let timers = std::mem::take(&mut self.timers);
+        self.timers = timers
+            .into_iter()
+            .filter_map(|(t, i, k)| remap[i].map(|j| (t, j, k)))
+            .collect();
+        let fresh = Engine::new(program);
+        self.rules = fresh.rules;
+        self.routes = fresh.routes;
+        self.any = fresh.any;
+        self.ops = ops;
+        self.stats = stats;
+        kept
+    }
+
     pub fn rules(&self) -> &[Arc<Rule>] {
         &self.rules
     }

@@ -1,0 +1,251 @@
+//! `tocsin test FILES...`: rule unit tests (daemon.md section 6). Each YAML
+//! file names rules, gives events and lists the exact alerts expected, in
+//! order. Exit 0 all pass, 1 any fails, 2 a malformed test file.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::alert::Alert;
+use crate::decode::{DecodeConfig, Decoded, Decoder};
+use crate::engine::expr::json_eq;
+use crate::event::{json, time::parse_rfc3339};
+use crate::lang::{self, Options};
+use crate::pipeline::Pipeline;
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Configuration file: its `events` settings apply and `notify` names are checked.
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Test files (YAML).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// One test file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestFile {
+    /// Rules location, relative to the test file.
+    rules: PathBuf,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    max_delay: Option<String>,
+    #[serde(default)]
+    events: Option<Vec<Value>>,
+    /// NDJSON file, relative to the test file.
+    #[serde(default)]
+    events_file: Option<PathBuf>,
+    expect: Vec<serde_json::Map<String, Value>>,
+}
+
+enum Outcome {
+    Pass(usize),
+    Fail(String),
+    Malformed(String),
+}
+
+pub fn run(args: TestArgs) -> ExitCode {
+    let (decode_cfg, cfg_delay, channels) = match &args.config {
+        None => (DecodeConfig::default(), None, None),
+        Some(p) => match crate::config::Config::load(p) {
+            Ok(c) => (
+                c.events.decode_config(),
+                Some(c.events.max_delay.0),
+                Some(c.channel_names()),
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let opts = Options { channels };
+    let (mut passed, mut failed, mut malformed) = (0, 0, 0);
+    for file in &args.files {
+        match run_file(file, &decode_cfg, cfg_delay, &opts) {
+            Outcome::Pass(n) => {
+                passed += 1;
+                println!("PASS {} ({n} alerts)", file.display());
+            }
+            Outcome::Fail(diff) => {
+                failed += 1;
+                println!("FAIL {}\n{diff}", file.display());
+            }
+            Outcome::Malformed(msg) => {
+                malformed += 1;
+                println!("ERROR {msg}");
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed, {malformed} malformed");
+    if malformed > 0 {
+        ExitCode::from(2)
+    } else if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn run_file(path: &Path, decode_cfg: &DecodeConfig, cfg_delay: Option<i64>, opts: &Options) -> Outcome {
+    let name = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return Outcome::Malformed(format!("{name}: cannot read: {e}")),
+    };
+    let tf: TestFile = match serde_yaml_ng::from_str(&text) {
+        Ok(t) => t,
+        Err(e) => {
+            let pos = e
+                .location()
+                .map(|l| format!("{}:{}:", l.line(), l.column()))
+                .unwrap_or_default();
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg);
+            return Outcome::Malformed(format!("{name}:{pos} error: {msg}"));
+        }
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let max_delay = match &tf.max_delay {
+        Some(d) => match lang::duration_ms(d) {
+            Ok(ms) => ms,
+            Err(e) => return Outcome::Malformed(format!("{name}: max_delay: {e}")),
+        },
+        None => cfg_delay.unwrap_or(0),
+    };
+    let loaded = match lang::load(&base.join(&tf.rules), opts) {
+        Ok(l) => l,
+        Err(e) => return Outcome::Malformed(format!("{name}: rules: {e}")),
+    };
+    if loaded.has_errors() {
+        return Outcome::Malformed(format!("{name}: invalid rules:\n{}", loaded.render()));
+    }
+    // Input texts: YAML events as compact JSON, members in the order written.
+    let lines: Vec<String> = match (&tf.events, &tf.events_file) {
+        (Some(evs), None) => evs.iter().map(json::compact).collect(),
+        (None, Some(f)) => match std::fs::read_to_string(base.join(f)) {
+            Ok(t) => t.lines().map(str::to_string).collect(),
+            Err(e) => return Outcome::Malformed(format!("{name}: events_file: {e}")),
+        },
+        _ => {
+            return Outcome::Malformed(format!(
+                "{name}: give exactly one of `events` and `events_file`"
+            ));
+        }
+    };
+    let decoder = Decoder::new(decode_cfg.clone());
+    let mut pipeline = Pipeline::new(&loaded.program, max_delay);
+    let mut alerts: Vec<Alert> = Vec::new();
+    let mut problems = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        match decoder.decode(line.as_bytes(), None) {
+            Decoded::Event(ev) => {
+                let _ = pipeline.push(ev, &mut alerts);
+            }
+            Decoded::Blank => {}
+            Decoded::Rejected(r) => {
+                let _ = writeln!(problems, "  note: event {} rejected: {r}", i + 1);
+            }
+        }
+    }
+    pipeline.finish(&mut alerts);
+    let actual: Vec<Value> = alerts
+        .iter()
+        .filter_map(|a| serde_json::from_str(&a.to_json()).ok())
+        .collect();
+    let pass = actual.len() == tf.expect.len()
+        && tf.expect.iter().zip(&actual).all(|(e, a)| matches(e, a));
+    if pass {
+        return Outcome::Pass(actual.len());
+    }
+    let _ = tf.name;
+    Outcome::Fail(format!("{problems}{}", diff(&tf.expect, &actual)))
+}
+
+/// Whether `actual` has every field `expected` lists, with an equal value.
+fn matches(expected: &serde_json::Map<String, Value>, actual: &Value) -> bool {
+    expected.iter().all(|(k, want)| {
+        let got = actual.get(k).unwrap_or(&Value::Null);
+        field_eq(k, want, got)
+    })
+}
+
+fn field_eq(field: &str, want: &Value, got: &Value) -> bool {
+    match (field, want, got) {
+        ("time", Value::String(w), Value::String(g)) => same_instant(w, g),
+        ("window", Value::Object(w), Value::Object(g)) => {
+            w.len() == g.len()
+                && w.iter().all(|(k, wv)| match (wv, g.get(k)) {
+                    (Value::String(a), Some(Value::String(b))) => same_instant(a, b),
+                    (a, Some(b)) => json_eq(a, b),
+                    _ => false,
+                })
+        }
+        _ => json_eq(want, got),
+    }
+}
+
+fn same_instant(a: &str, b: &str) -> bool {
+    match (parse_rfc3339(a), parse_rfc3339(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// The expected and actual alert lists, each alert shown by the fields the
+/// test lists (or the main ones), as a line diff.
+fn diff(expected: &[serde_json::Map<String, Value>], actual: &[Value]) -> String {
+    const MAIN: [&str; 4] = ["rule", "status", "key", "time"];
+    let show = |v: &Value, fields: &[String]| -> String {
+        let mut m = serde_json::Map::new();
+        for f in fields {
+            if let Some(x) = v.get(f) {
+                m.insert(f.clone(), x.clone());
+            }
+        }
+        json::compact(&Value::Object(m))
+    };
+    let exp_lines: Vec<String> = expected
+        .iter()
+        .map(|e| json::compact(&Value::Object(e.clone())))
+        .collect();
+    let act_lines: Vec<String> = actual
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let fields: Vec<String> = match expected.get(i) {
+                Some(e) => e.keys().cloned().collect(),
+                None => MAIN.iter().map(|s| s.to_string()).collect(),
+            };
+            // Show the actual alert in the expected one's terms when it matches.
+            match expected.get(i) {
+                Some(e) if matches(e, a) => json::compact(&Value::Object(e.clone())),
+                _ => show(a, &fields),
+            }
+        })
+        .collect();
+    let exp_text = exp_lines.join("\n") + "\n";
+    let act_text = act_lines.join("\n") + "\n";
+    let d = similar::TextDiff::from_lines(&exp_text, &act_text);
+    let mut out = format!(
+        "  expected {} alert(s), got {}:\n",
+        expected.len(),
+        actual.len()
+    );
+    for change in d.iter_all_changes() {
+        let sign = match change.tag() {
+            similar::ChangeTag::Delete => "- expected ",
+            similar::ChangeTag::Insert => "+ actual   ",
+            similar::ChangeTag::Equal => "            ",
+        };
+        let _ = write!(out, "  {sign}{}", change);
+    }
+    out
+}
