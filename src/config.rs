@@ -193,6 +193,7 @@ pub enum ChannelConfig {
         format: Option<String>,
         timeout: Option<Dur>,
         send_resolved: Option<bool>,
+        retry: Option<RetryConfig>,
     },
     File {
         path: PathBuf,
@@ -207,7 +208,18 @@ pub enum ChannelConfig {
         password_file: Option<PathBuf>,
         from: String,
         to: Vec<String>,
+        timeout: Option<Dur>,
+        retry: Option<RetryConfig>,
     },
+}
+
+/// A channel's delivery back-off: the first retry waits `initial`, each
+/// further one twice as long up to `max`, each ±20% jitter.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    pub initial: Dur,
+    pub max: Dur,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

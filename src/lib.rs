@@ -9,13 +9,19 @@
 //! - [`engine`]: compiled rules on event time; keyed state, timers. No I/O, no clock.
 //! - [`alert`]: matches → alerts (throttle, ids, messages, JSON).
 //! - [`pipeline`]: sequencer → engine → alerts; shared by `run`, `replay`, `test`.
+//! - [`source`]: HTTP, TCP and file ingest → decoded batches (I/O, tokio).
+//! - [`outbox`], `channel`: durable alert delivery (I/O, tokio).
+//! - [`daemon`], [`api`]: wiring of `tocsin run`; the admin HTTP API.
+//! - [`config`], [`metrics`]: the YAML configuration; the contract's metrics.
 //! - [`cli`]: one file per command; the only place `anyhow` is used.
 //!
 //! Layer rule: a module uses only modules listed above it.
 
 pub mod alert;
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod decode;
 pub mod engine;
 pub mod event;
@@ -24,3 +30,4 @@ pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
 pub mod sequencer;
+pub mod source;

@@ -52,18 +52,62 @@ type FGauge = Gauge<f64, AtomicU64>;
 
 /// Name (without `_total`), type and help of every family.
 const FAMILIES: [(&str, &str, &str); 12] = [
-    ("tocsin_events_received", "counter", "Events received, per source"),
-    ("tocsin_events_rejected", "counter", "Inputs rejected, per source and reason"),
-    ("tocsin_events_late", "counter", "Events older than the watermark on arrival"),
-    ("tocsin_watermark_lag_seconds", "gauge", "Wall clock minus watermark"),
-    ("tocsin_rule_matches", "counter", "Matches per rule, before throttling"),
-    ("tocsin_alerts", "counter", "Alerts produced, per rule and status"),
-    ("tocsin_alerts_throttled", "counter", "Alerts suppressed by throttle, per rule"),
+    (
+        "tocsin_events_received",
+        "counter",
+        "Events received, per source",
+    ),
+    (
+        "tocsin_events_rejected",
+        "counter",
+        "Inputs rejected, per source and reason",
+    ),
+    (
+        "tocsin_events_late",
+        "counter",
+        "Events older than the watermark on arrival",
+    ),
+    (
+        "tocsin_watermark_lag_seconds",
+        "gauge",
+        "Wall clock minus watermark",
+    ),
+    (
+        "tocsin_rule_matches",
+        "counter",
+        "Matches per rule, before throttling",
+    ),
+    (
+        "tocsin_alerts",
+        "counter",
+        "Alerts produced, per rule and status",
+    ),
+    (
+        "tocsin_alerts_throttled",
+        "counter",
+        "Alerts suppressed by throttle, per rule",
+    ),
     ("tocsin_rule_keys", "gauge", "Live keys per rule"),
-    ("tocsin_deliveries", "counter", "Delivery attempts per channel and outcome"),
-    ("tocsin_outbox_pending", "gauge", "Alerts waiting for delivery, per channel"),
-    ("tocsin_rules_reload", "counter", "Rule reload attempts by outcome"),
-    ("tocsin_checkpoint_seconds", "gauge", "Duration of the last checkpoint"),
+    (
+        "tocsin_deliveries",
+        "counter",
+        "Delivery attempts per channel and outcome",
+    ),
+    (
+        "tocsin_outbox_pending",
+        "gauge",
+        "Alerts waiting for delivery, per channel",
+    ),
+    (
+        "tocsin_rules_reload",
+        "counter",
+        "Rule reload attempts by outcome",
+    ),
+    (
+        "tocsin_checkpoint_seconds",
+        "gauge",
+        "Duration of the last checkpoint",
+    ),
 ];
 
 pub struct Metrics {

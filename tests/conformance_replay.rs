@@ -15,7 +15,9 @@ fn json_eq(a: &Value, b: &Value) -> bool {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
     }
@@ -51,16 +53,24 @@ fn run_case(dir: &Path) -> Result<(), String> {
         .collect::<Result<_, _>>()?;
     let same = expected.len() == actual.len()
         && expected.iter().zip(&actual).all(|(e, a)| {
-            e.as_object()
-                .is_some_and(|e| e.iter().all(|(k, v)| a.get(k).is_some_and(|g| json_eq(v, g))))
+            e.as_object().is_some_and(|e| {
+                e.iter()
+                    .all(|(k, v)| a.get(k).is_some_and(|g| json_eq(v, g)))
+            })
         });
     if same {
         Ok(())
     } else {
         Err(format!(
             "expected:\n{}\nactual:\n{}",
-            expected.iter().map(|v| format!("  {v}\n")).collect::<String>(),
-            actual.iter().map(|v| format!("  {v}\n")).collect::<String>()
+            expected
+                .iter()
+                .map(|v| format!("  {v}\n"))
+                .collect::<String>(),
+            actual
+                .iter()
+                .map(|v| format!("  {v}\n"))
+                .collect::<String>()
         ))
     }
 }
@@ -79,9 +89,12 @@ fn every_conformance_case_replays_to_its_expected_alerts() {
     let failures: Vec<String> = cases
         .iter()
         .filter_map(|c| {
-            run_case(c)
-                .err()
-                .map(|e| format!("{}: {e}", c.file_name().unwrap_or_default().to_string_lossy()))
+            run_case(c).err().map(|e| {
+                format!(
+                    "{}: {e}",
+                    c.file_name().unwrap_or_default().to_string_lossy()
+                )
+            })
         })
         .collect();
     assert!(

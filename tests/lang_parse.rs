@@ -1066,6 +1066,12 @@ fn plus_after_where_before_next_step_is_the_quantifier() {
     let s = sequence("rule r { sequence within 1m {\n a: x\n b: y where v > a + b +\n} }");
     assert_eq!(s.steps[1].min, Some(1));
     assert_eq!(sx(s.steps[1].cond.as_ref().unwrap()), "(> $v (+ $a $b))");
+    // A comment between the `+` and the next step does not change that.
+    let s = sequence(
+        "rule r { sequence within 1m {\n a: x where v > 1 + # one or more\n # more comment\n b: y\n} }",
+    );
+    assert_eq!(s.steps[0].min, Some(1));
+    assert_eq!(sx(s.steps[0].cond.as_ref().unwrap()), "(> $v 1)");
     // `+` with no space before the next step name
     let s = sequence("rule r { sequence within 1m { a: x where n == 1 +b: y } }");
     assert_eq!(s.steps[0].min, Some(1));
@@ -1193,4 +1199,93 @@ fn keywords_as_rule_step_and_stream_names() {
     assert_eq!(s.steps[0].stream.as_deref(), Some("when"));
     assert_eq!(s.steps[1].name, "absent");
     assert!(s.steps[1].negated);
+}
+
+// ------------------------------------------------------------------ shipped examples
+
+#[test]
+fn example_rules_directory_loads_without_diagnostics() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let l = lang::load(&dir, &Options::default()).expect("rules/ is readable");
+    assert!(l.diagnostics.is_empty(), "{}", l.render());
+    let got: Vec<_> = l
+        .program
+        .rules
+        .iter()
+        .map(|r| {
+            let file = std::path::Path::new(&r.file)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (file, r.name.as_str(), r.kind_name())
+        })
+        .collect();
+    let want = [
+        ("10-auth.rules", "root_login", "filter"),
+        ("10-auth.rules", "brute_force_then_success", "sequence"),
+        ("10-auth.rules", "password_spray", "threshold"),
+        ("20-http.rules", "error_burst", "threshold"),
+        ("20-http.rules", "slow_endpoint", "threshold"),
+        ("20-http.rules", "scanner_suspected", "threshold"),
+        ("20-http.rules", "heavy_session", "threshold"),
+        ("30-heartbeat.rules", "heartbeat_lost", "absence"),
+        ("30-heartbeat.rules", "staging_heartbeat_lost", "absence"),
+        ("40-orders.rules", "order_paid_not_shipped", "sequence"),
+        ("40-orders.rules", "declines_then_capture", "sequence"),
+    ];
+    let want: Vec<_> = want
+        .iter()
+        .map(|(f, n, k)| (f.to_string(), *n, *k))
+        .collect();
+    assert_eq!(got, want);
+    // Every window kind is shown.
+    let windows: Vec<_> = l
+        .program
+        .rules
+        .iter()
+        .filter_map(|r| match &r.kind {
+            RuleKind::Threshold(t) => Some(t.window),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        windows,
+        [
+            Window::Sliding { size: 600_000 },
+            Window::Sliding { size: 60_000 },
+            Window::Hopping {
+                size: 300_000,
+                every: 300_000
+            },
+            Window::Hopping {
+                size: 600_000,
+                every: 60_000
+            },
+            Window::Session { gap: 1_800_000 },
+        ]
+    );
+    // The order rule has a negation between steps and a trailing negation.
+    let RuleKind::Sequence(s) = &l.program.rules[9].kind else {
+        panic!()
+    };
+    let shape: Vec<_> = s
+        .steps
+        .iter()
+        .map(|st| (st.name.as_str(), st.negated, st.min))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("created", false, None),
+            ("cancelled", true, None),
+            ("paid", false, None),
+            ("shipped", true, None),
+        ]
+    );
+    assert_eq!(s.within, 86_400_000);
+    let RuleKind::Sequence(s) = &l.program.rules[10].kind else {
+        panic!()
+    };
+    assert_eq!(s.steps[0].min, Some(1));
 }

@@ -185,7 +185,12 @@ impl AlertStage {
         cx.insert("time".into(), Value::String(m.time.rfc3339()));
         cx.insert(
             "values".into(),
-            Value::Object(m.values.iter().cloned().collect()),
+            Value::Object(
+                m.values
+                    .iter()
+                    .map(|(k, v)| (k.clone(), whole_numbers_as_integers(v)))
+                    .collect(),
+            ),
         );
         cx.insert(
             "window".into(),
@@ -210,5 +215,16 @@ impl AlertStage {
                 template.clone()
             }
         }
+    }
+}
+
+/// Whole numbers as integers, so that templates print `101`, not `101.0`.
+fn whole_numbers_as_integers(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => Value::from(x as i64),
+            _ => v.clone(),
+        },
+        _ => v.clone(),
     }
 }

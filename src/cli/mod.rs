@@ -3,6 +3,7 @@
 
 mod check;
 mod replay;
+mod run;
 mod test;
 
 use std::path::PathBuf;
@@ -17,12 +18,17 @@ use clap::{Parser, Subcommand};
     about = "Complex-event-processing rules daemon"
 )]
 pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon.
+    Run(run::RunArgs),
     /// Load and validate rules (and the config when given); print every error.
     Check(check::CheckArgs),
     /// Evaluate rules over NDJSON events offline; alerts on stdout.
@@ -33,8 +39,29 @@ pub enum Command {
     Version,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
 pub fn run(cli: Cli) -> ExitCode {
+    init_tracing(cli.log_format);
     match cli.command {
+        Command::Run(args) => run::run(args),
         Command::Check(args) => check::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Test(args) => test::run(args),

@@ -94,7 +94,12 @@ pub fn run(args: TestArgs) -> ExitCode {
     }
 }
 
-fn run_file(path: &Path, decode_cfg: &DecodeConfig, cfg_delay: Option<i64>, opts: &Options) -> Outcome {
+fn run_file(
+    path: &Path,
+    decode_cfg: &DecodeConfig,
+    cfg_delay: Option<i64>,
+    opts: &Options,
+) -> Outcome {
     let name = path.display().to_string();
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,

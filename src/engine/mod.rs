@@ -118,8 +118,10 @@ impl Engine {
     /// of every rule whose name and text did not change. Returns, for each
     /// new rule, the index it had before (if kept).
     pub fn reload(&mut self, program: &Program) -> Vec<Option<usize>> {
-        let mut old_ops: Vec<Option<Operator>> =
-            std::mem::take(&mut self.ops).into_iter().map(Some).collect();
+        let mut old_ops: Vec<Option<Operator>> = std::mem::take(&mut self.ops)
+            .into_iter()
+            .map(Some)
+            .collect();
         let mut old_stats = std::mem::take(&mut self.stats);
         let mut kept = Vec::with_capacity(program.rules.len());
         let mut ops = Vec::with_capacity(program.rules.len());

@@ -103,8 +103,25 @@ pub fn load(location: &Path, opts: &Options) -> Result<Loaded, ReadError> {
     load_locations(&[location.to_path_buf()], opts)
 }
 
+/// Stack for parsing and validation: both recurse on the input's nesting,
+/// which a hostile or generated file can make very deep.
+const FRONT_END_STACK: usize = 256 << 20;
+
 /// Loads rule texts given as `(name, text)` pairs, in order.
 pub fn load_texts(texts: Vec<(String, String)>, opts: &Options) -> Loaded {
+    let spawned = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("tocsin-rules".into())
+            .stack_size(FRONT_END_STACK)
+            .spawn_scoped(s, || load_texts_here(texts.clone(), opts))
+            .ok()
+            .and_then(|h| h.join().ok())
+    });
+    // Without a thread (resource limits), load on this one.
+    spawned.unwrap_or_else(|| load_texts_here(texts, opts))
+}
+
+fn load_texts_here(texts: Vec<(String, String)>, opts: &Options) -> Loaded {
     let mut sources = SourceMap::default();
     let mut diagnostics = Vec::new();
     let mut files = Vec::new();

@@ -66,7 +66,7 @@ pub fn compile(
                     .is_some_and(|x| std::ptr::eq(*x, l))
                 {
                     let mut stack = vec![l.name.node.clone()];
-                    let mut cx = ExprCx::new(Mode::Plain);
+                    let mut cx = ExprCx::new(Mode::Let);
                     v.expr(&l.body, &mut cx, &mut stack);
                 }
             }
@@ -116,7 +116,13 @@ enum Mode {
     When,
     /// Inside an aggregate's argument: event fields, no nested aggregate.
     AggArg,
+    /// A `let` body checked on its own: it is a macro, so what it may hold
+    /// depends on where it is used; only context-free problems are reported.
+    Let,
 }
+
+/// Deeper expressions are refused: evaluation is recursive.
+const MAX_DEPTH: usize = 200;
 
 struct ExprCx<'s> {
     mode: Mode,
@@ -125,6 +131,8 @@ struct ExprCx<'s> {
     current: usize,
     /// For `Mode::When`: the aggregates found so far.
     aggs: Vec<Aggregate>,
+    /// Current nesting depth.
+    depth: usize,
 }
 
 impl<'s> ExprCx<'s> {
@@ -134,6 +142,7 @@ impl<'s> ExprCx<'s> {
             steps: &[],
             current: 0,
             aggs: Vec::new(),
+            depth: 0,
         }
     }
 
@@ -533,6 +542,20 @@ impl<'a> Validator<'a> {
 
     /// Compiles an expression; on error reports it and yields `null`.
     fn expr(&mut self, e: &'a Expr, cx: &mut ExprCx<'a>, lets: &mut Vec<String>) -> CExpr {
+        if cx.depth >= MAX_DEPTH {
+            self.err(
+                e.span,
+                format!("expression nested too deeply (more than {MAX_DEPTH} levels)"),
+            );
+            return CExpr::Lit(Value::Null);
+        }
+        cx.depth += 1;
+        let r = self.expr_inner(e, cx, lets);
+        cx.depth -= 1;
+        r
+    }
+
+    fn expr_inner(&mut self, e: &'a Expr, cx: &mut ExprCx<'a>, lets: &mut Vec<String>) -> CExpr {
         match &e.node {
             ExprKind::Literal(l) => CExpr::Lit(literal_value(l)),
             ExprKind::List(items) => CExpr::Lit(Value::Array(
@@ -817,6 +840,13 @@ impl<'a> Validator<'a> {
                     CExpr::Lit(Value::Null)
                 }
             };
+        }
+        if cx.mode == Mode::Let {
+            for a in args {
+                let mut inner = ExprCx::new(Mode::AggArg);
+                self.expr(a, &mut inner, lets);
+            }
+            return CExpr::Lit(Value::Null);
         }
         if cx.mode != Mode::When {
             let msg = if cx.mode == Mode::AggArg {

@@ -39,7 +39,10 @@ impl Outbox {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
                 files.insert(name.clone(), f);
             }
         }
@@ -62,7 +65,9 @@ impl Outbox {
                         None => false,
                     }
                 }
-                Some(ChannelConfig::Stdout {}) => std::io::stdout().write_all(line.as_bytes()).is_ok(),
+                Some(ChannelConfig::Stdout {}) => {
+                    std::io::stdout().write_all(line.as_bytes()).is_ok()
+                }
                 _ => false,
             };
             self.metrics

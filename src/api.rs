@@ -1,0 +1,119 @@
+//! The admin HTTP API (daemon.md section 3): `/healthz`, `/readyz`,
+//! `/metrics`, and behind the admin token `/v1/rules`, `/v1/alerts`,
+//! `/v1/reload`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::daemon::{Shared, reload};
+use crate::source::http::{authorized, error};
+
+#[derive(Clone)]
+struct Api {
+    shared: Arc<Shared>,
+    token: Option<String>,
+}
+
+pub fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/rules", get(rules))
+        .route("/v1/alerts", get(alerts))
+        .route("/v1/reload", post(reload_now))
+        .with_state(Api { shared, token })
+}
+
+fn json_ok(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn healthz() -> Response {
+    json_ok(StatusCode::OK, json!({"status": "ok"}).to_string())
+}
+
+async fn readyz(State(api): State<Api>) -> Response {
+    if api.shared.ready.load(Ordering::SeqCst) {
+        json_ok(StatusCode::OK, json!({"ready": true}).to_string())
+    } else {
+        json_ok(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"ready": false}).to_string(),
+        )
+    }
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        api.shared.metrics.encode(),
+    )
+        .into_response()
+}
+
+fn denied(api: &Api, headers: &HeaderMap) -> Option<Response> {
+    (!authorized(headers, api.token.as_deref()))
+        .then(|| error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token"))
+}
+
+async fn rules(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Some(r) = denied(&api, &headers) {
+        return r;
+    }
+    let body = json!({
+        "rules": api.shared.rules_view(),
+        "last_reload": api.shared.last_reload(),
+    });
+    json_ok(StatusCode::OK, body.to_string())
+}
+
+#[derive(Deserialize)]
+struct AlertsQuery {
+    limit: Option<usize>,
+}
+
+async fn alerts(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(q): Query<AlertsQuery>,
+) -> Response {
+    if let Some(r) = denied(&api, &headers) {
+        return r;
+    }
+    let list = api.shared.recent_alerts(q.limit.unwrap_or(100));
+    json_ok(StatusCode::OK, format!("[{}]", list.join(",")))
+}
+
+async fn reload_now(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Some(r) = denied(&api, &headers) {
+        return r;
+    }
+    match reload::reload(&api.shared).await {
+        Ok(n) => json_ok(StatusCode::OK, json!({"ok": true, "rules": n}).to_string()),
+        Err(errors) => json_ok(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"ok": false, "errors": errors}).to_string(),
+        ),
+    }
+}

@@ -1,0 +1,368 @@
+//! `tocsin run`: wires sources → engine thread → outbox → channels, the
+//! admin API, reload (SIGHUP, `POST /v1/reload`, file watcher), idle ticks
+//! and clean shutdown. Shutdown is passed in as a future, so tests and the
+//! CLI drive it alike.
+
+mod engine_thread;
+pub mod reload;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, SourceConfig};
+use crate::lang::{self, Options};
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::pipeline::Pipeline;
+use crate::source::{EngineMsg, Ingest, now};
+
+/// Capacity of the queue into the engine, in batches.
+const ENGINE_QUEUE: usize = 256;
+/// How many recent alerts `/v1/alerts` can show.
+const RECENT_ALERTS: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Rules(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Secret(String),
+    #[error(transparent)]
+    Outbox(#[from] crate::outbox::OutboxError),
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// One rule as `/v1/rules` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleView {
+    pub name: String,
+    pub kind: &'static str,
+    pub file: String,
+    pub line: usize,
+    pub keys: u64,
+    pub alerts: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadView {
+    pub ok: bool,
+    pub time: String,
+    pub errors: Vec<String>,
+}
+
+/// State the API and the engine thread share. Only small, off-hot-path
+/// values sit behind locks here; the engine's state is the thread's own.
+pub struct Shared {
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    pub ready: AtomicBool,
+    pub default_notify: Vec<String>,
+    /// Taken at shutdown: the engine thread stops once every sender is gone.
+    engine_tx: Mutex<Option<mpsc::Sender<EngineMsg>>>,
+    recent: Mutex<VecDeque<String>>,
+    rules: Mutex<Vec<RuleView>>,
+    last_reload: Mutex<ReloadView>,
+    /// Serializes reloads.
+    pub reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    pub fn remember_alert(&self, json: String) {
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() == RECENT_ALERTS {
+            r.pop_front();
+        }
+        r.push_back(json);
+    }
+
+    /// The most recent alerts, newest first.
+    pub fn recent_alerts(&self, limit: usize) -> Vec<String> {
+        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        r.iter().rev().take(limit).cloned().collect()
+    }
+
+    pub fn engine_sender(&self) -> Option<mpsc::Sender<EngineMsg>> {
+        self.engine_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn close_engine(&self) {
+        self.engine_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+
+    pub fn set_rules_view(&self, v: Vec<RuleView>) {
+        *self.rules.lock().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+
+    pub fn rules_view(&self) -> Vec<RuleView> {
+        self.rules.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn last_reload(&self) -> ReloadView {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_last_reload(&self, v: ReloadView) {
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+
+    pub fn rule_options(&self) -> Options {
+        Options {
+            channels: Some(self.config.channel_names()),
+        }
+    }
+}
+
+/// Reads a secret from `*_env` or `*_file`.
+pub fn secret(
+    env: Option<&str>,
+    file: Option<&std::path::Path>,
+    what: &str,
+) -> Result<Option<String>, StartError> {
+    if let Some(var) = env {
+        return match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Some(v)),
+            _ => Err(StartError::Secret(format!(
+                "{what}: environment variable {var} is not set"
+            ))),
+        };
+    }
+    if let Some(path) = file {
+        return std::fs::read_to_string(path)
+            .map(|s| Some(s.trim().to_string()))
+            .map_err(|e| {
+                StartError::Secret(format!("{what}: cannot read {}: {e}", path.display()))
+            });
+    }
+    Ok(None)
+}
+
+/// Runs the daemon until `shutdown` completes; then drains in-flight events
+/// and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let metrics = Arc::new(Metrics::new());
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| StartError::StateDir {
+        path: config.state_dir.display().to_string(),
+        source,
+    })?;
+    let opts = Options {
+        channels: Some(config.channel_names()),
+    };
+    let loaded = lang::load(&config.rules, &opts).map_err(|e| StartError::Rules(e.to_string()))?;
+    if loaded.has_errors() {
+        return Err(StartError::Rules(format!(
+            "invalid rules:\n{}",
+            loaded.render()
+        )));
+    }
+    tracing::info!(rules = loaded.program.rules.len(), path = %config.rules.display(), "Rules loaded");
+
+    let outbox = Arc::new(Outbox::open(
+        &config.state_dir,
+        &config.channels,
+        config.outbox.max_pending.unwrap_or(100_000),
+        metrics.clone(),
+    )?);
+    let cancel = CancellationToken::new();
+    let delivery = outbox.start(cancel.child_token());
+
+    let (tx, rx) = mpsc::channel::<EngineMsg>(ENGINE_QUEUE);
+    let shared = Arc::new(Shared {
+        default_notify: config.default_notify.clone(),
+        config: config.clone(),
+        metrics: metrics.clone(),
+        ready: AtomicBool::new(false),
+        engine_tx: Mutex::new(Some(tx.clone())),
+        recent: Mutex::new(VecDeque::new()),
+        rules: Mutex::new(Vec::new()),
+        last_reload: Mutex::new(ReloadView {
+            ok: true,
+            time: now().rfc3339(),
+            errors: Vec::new(),
+        }),
+        reload_lock: tokio::sync::Mutex::new(()),
+    });
+
+    let pipeline = Pipeline::new(&loaded.program, config.events.max_delay.0);
+    let settings = engine_thread::EngineSettings {
+        max_delay_ms: config.events.max_delay.0,
+        idle_timeout_ms: config.events.idle_timeout.0,
+        late_log: config.late_events.clone(),
+    };
+    let engine = {
+        let shared = shared.clone();
+        let outbox = outbox.clone();
+        std::thread::Builder::new()
+            .name("tocsin-engine".into())
+            .stack_size(64 << 20)
+            .spawn(move || engine_thread::run(pipeline, rx, shared, outbox, settings))
+            .map_err(|e| StartError::Rules(format!("cannot start the engine thread: {e}")))?
+    };
+
+    let ingest = Ingest {
+        decoder: crate::decode::Decoder::new(config.events.decode_config()),
+        max_event_bytes: usize::try_from(config.events.max_event_bytes.0).unwrap_or(usize::MAX),
+        max_future_ms: config.events.max_future.0,
+        metrics: metrics.clone(),
+        tx: tx.clone(),
+    };
+    drop(tx);
+
+    // Listeners: bind everything before reporting ready, so errors are fatal at start.
+    let mut tasks = tokio::task::JoinSet::new();
+    let admin_token = secret(
+        config.admin.token_env.as_deref(),
+        config.admin.token_file.as_deref(),
+        "admin.token",
+    )?;
+    let admin_addr = config.admin.listen.clone();
+    let mut admin_served = false;
+    for src in &config.sources {
+        match src {
+            SourceConfig::Http {
+                listen,
+                token_env,
+                token_file,
+                max_body,
+            } => {
+                let token = secret(
+                    token_env.as_deref(),
+                    token_file.as_deref(),
+                    "http source token",
+                )?;
+                let http = Arc::new(crate::source::http::HttpSource::new(
+                    ingest.clone(),
+                    token,
+                    usize::try_from(max_body.map_or(16 << 20, |s| s.0)).unwrap_or(usize::MAX),
+                ));
+                let mut router = http.router();
+                if admin_addr.as_deref().is_none_or(|a| a == listen) && !admin_served {
+                    router = router.merge(crate::api::router(shared.clone(), admin_token.clone()));
+                    admin_served = true;
+                }
+                let listener = bind(listen).await?;
+                tracing::info!(listen = %listen, "HTTP source listening");
+                let c = cancel.clone();
+                tasks.spawn(async move {
+                    let _ = axum::serve(listener, router)
+                        .with_graceful_shutdown(async move { c.cancelled().await })
+                        .await;
+                });
+            }
+            SourceConfig::Tcp { listen, max_line } => {
+                let listener = bind(listen).await?;
+                tracing::info!(listen = %listen, "TCP source listening");
+                let max_line = max_line.map_or(ingest.max_event_bytes, |s| {
+                    usize::try_from(s.0).unwrap_or(usize::MAX)
+                });
+                tasks.spawn(crate::source::tcp::serve(
+                    listener,
+                    ingest.clone(),
+                    max_line,
+                    cancel.clone(),
+                ));
+            }
+            SourceConfig::File { path, start_at } => {
+                let cfg = crate::source::file::FileSourceConfig {
+                    pattern: path.clone(),
+                    start_at: match start_at.as_deref() {
+                        Some("beginning") => crate::source::file::StartAt::Beginning,
+                        _ => crate::source::file::StartAt::End,
+                    },
+                    poll_interval: Duration::from_secs(1),
+                    max_line: ingest.max_event_bytes,
+                };
+                tracing::info!(path = %path, "File source tailing");
+                tasks.spawn(crate::source::file::run(
+                    cfg,
+                    ingest.clone(),
+                    Vec::new(),
+                    cancel.clone(),
+                ));
+            }
+        }
+    }
+    if !admin_served {
+        let addr = admin_addr.unwrap_or_else(|| "127.0.0.1:9464".to_string());
+        let listener = bind(&addr).await?;
+        tracing::info!(listen = %addr, "Admin API listening");
+        let router = crate::api::router(shared.clone(), admin_token.clone());
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { c.cancelled().await })
+                .await;
+        });
+    }
+    // Idle ticks, once a second.
+    {
+        let tx = ingest.tx.clone();
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = c.cancelled() => break,
+                    _ = every.tick() => { let _ = tx.try_send(EngineMsg::Tick(now())); }
+                }
+            }
+        });
+    }
+    drop(ingest);
+    // Reload on SIGHUP and on changes in the rules location.
+    tasks.spawn(reload::on_sighup(shared.clone(), cancel.clone()));
+    tasks.spawn(reload::watch(shared.clone(), cancel.clone()));
+
+    shared.ready.store(true, Ordering::SeqCst);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!("Ready");
+
+    shutdown.await;
+    tracing::info!("Shutting down: draining in-flight events");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+    shared.close_engine();
+    let joined = tokio::task::spawn_blocking(move || engine.join()).await;
+    if !matches!(joined, Ok(Ok(()))) {
+        tracing::error!("The engine thread ended abnormally");
+    }
+    for d in delivery {
+        let _ = d.await;
+    }
+    tracing::info!("Stopped");
+    Ok(())
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: addr.to_string(),
+            source,
+        })
+}

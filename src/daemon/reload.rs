@@ -1,0 +1,127 @@
+//! Live reload: load every rule; if valid, swap it in (unchanged rules keep
+//! their state); if not, keep the running rules and report every error in
+//! the log, `/v1/rules` and `tocsin_rules_reload_total{outcome="error"}`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::{ReloadView, Shared};
+use crate::lang;
+use crate::source::{EngineMsg, now};
+
+/// Reloads the rules now. `Ok(n)`: `n` rules running; `Err`: every error.
+pub async fn reload(shared: &Shared) -> Result<usize, Vec<String>> {
+    let _guard = shared.reload_lock.lock().await;
+    let path = shared.config.rules.clone();
+    let opts = shared.rule_options();
+    let loaded = tokio::task::spawn_blocking(move || lang::load(&path, &opts)).await;
+    let result = match loaded {
+        Err(e) => Err(vec![format!("reload task failed: {e}")]),
+        Ok(Err(e)) => Err(vec![format!("{e}")]),
+        Ok(Ok(l)) if l.has_errors() => Err(l.error_lines()),
+        Ok(Ok(l)) => {
+            let n = l.program.rules.len();
+            let (done, wait) = oneshot::channel();
+            match shared.engine_sender() {
+                Some(tx) => {
+                    let msg = EngineMsg::Reload {
+                        program: l.program,
+                        done,
+                    };
+                    if tx.send(msg).await.is_err() || wait.await.is_err() {
+                        Err(vec!["the engine is shutting down".to_string()])
+                    } else {
+                        Ok(n)
+                    }
+                }
+                None => Err(vec!["the engine is shutting down".to_string()]),
+            }
+        }
+    };
+    shared.metrics.reload(result.is_ok());
+    match &result {
+        Ok(n) => tracing::info!(rules = n, "Reload succeeded"),
+        Err(errors) => {
+            for e in errors {
+                tracing::error!("Reload failed, keeping the running rules: {e}");
+            }
+        }
+    }
+    shared.set_last_reload(ReloadView {
+        ok: result.is_ok(),
+        time: now().rfc3339(),
+        errors: result.as_ref().err().cloned().unwrap_or_default(),
+    });
+    result
+}
+
+/// Reloads on every SIGHUP until cancelled.
+pub async fn on_sighup(shared: Arc<Shared>, cancel: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("Cannot listen for SIGHUP; reload with POST /v1/reload");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some(()) = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading rules");
+                    let _ = reload(&shared).await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    cancel.cancelled().await;
+}
+
+/// Watches the rules location and reloads after changes (debounced).
+pub async fn watch(shared: Arc<Shared>, cancel: CancellationToken) {
+    use notify::{RecursiveMode, Watcher};
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if !ev.kind.is_access() {
+                let _ = tx.try_send(());
+            }
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot watch the rules location; reload with SIGHUP");
+            return;
+        }
+    };
+    let path = shared.config.rules.clone();
+    let target = if path.is_dir() {
+        path.clone()
+    } else {
+        path.parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or(path.clone())
+    };
+    if let Err(e) = watcher.watch(&target, RecursiveMode::NonRecursive) {
+        tracing::warn!(error = %e, path = %target.display(), "Cannot watch the rules location");
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(()) = rx.recv() => {
+                // Let an editor finish writing, then take every queued change at once.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                while rx.try_recv().is_ok() {}
+                tracing::info!("Rules changed on disk: reloading");
+                let _ = reload(&shared).await;
+            }
+        }
+    }
+    drop(watcher);
+}

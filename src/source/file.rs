@@ -1,0 +1,657 @@
+//! File source: tails every file matching a glob and hands its complete
+//! lines, decoded, to the engine in batches.
+//!
+//! This module owns the set of followed files (found by the glob, kept
+//! current by `notify` events plus a periodic rescan, since `notify` can miss
+//! events), their read positions, and what happens on rotation (rename and
+//! re-create: the old file is read to its end, then the new one from its
+//! start), truncation (reading restarts at 0) and deletion (the file is
+//! dropped). It does not parse JSON (that is [`crate::decode`]) and it keeps
+//! no state on disk: each batch carries its file's identity and offset, and
+//! whoever logs the batch records them.
+//!
+//! Invariant: files are told apart by identity (device, inode), not by path,
+//! so a renamed file is never read twice. A line is handed over only when
+//! complete, at most once per identity (barring truncation), and a batch's
+//! offset is the byte position right after its last line, so resuming there
+//! neither skips nor repeats a line. Reading never runs ahead of the engine:
+//! the next read waits until the previous batch has been taken.
+
+use std::collections::HashMap;
+use std::io::{self, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::event::{EventKind, ModifyKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::fs::File;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use super::{Batch, EngineMsg, FileOffset, Ingest, now};
+use crate::event::{Event, EventTime};
+
+/// The `source` label of this source's events, rejects and batches.
+const SOURCE: &str = "file";
+/// Events per batch at most.
+const BATCH: usize = 1024;
+/// Bytes asked for per read.
+const CHUNK: usize = 64 * 1024;
+/// Pending `notify` wake-ups; when it fills up, the next pass rescans.
+const WAKE_QUEUE: usize = 256;
+/// Floor of the rescan interval (a zero interval would spin).
+const MIN_POLL: Duration = Duration::from_millis(10);
+
+/// Device and inode: what a file is, whatever its current name.
+type Identity = (u64, u64);
+
+/// Configuration of one file source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSourceConfig {
+    /// Glob of the files to follow, e.g. `/var/log/app/*.ndjson`.
+    pub pattern: String,
+    /// Where reading starts in the files that exist when the source starts.
+    /// Files that appear later are always read from their beginning.
+    pub start_at: StartAt,
+    /// Interval of the fallback rescan, which catches what `notify` missed.
+    pub poll_interval: Duration,
+    /// Longest accepted line in bytes, without its line ending; a longer
+    /// line is rejected as `too_large`, and at most this much of a line is
+    /// ever buffered.
+    pub max_line: usize,
+}
+
+impl FileSourceConfig {
+    /// A configuration for `pattern` with the defaults: start at the end,
+    /// rescan every second, lines up to 1 MiB.
+    pub fn new(pattern: impl Into<String>) -> Self {
+        FileSourceConfig {
+            pattern: pattern.into(),
+            start_at: StartAt::default(),
+            poll_interval: Duration::from_secs(1),
+            max_line: 1 << 20,
+        }
+    }
+}
+
+/// Where reading starts in a file that exists when the source starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartAt {
+    /// Read the whole file.
+    Beginning,
+    /// Read only what is appended from now on (a partial last line is
+    /// skipped up to its newline).
+    #[default]
+    End,
+}
+
+/// Tails the files matching `cfg.pattern` until `shutdown` is cancelled or
+/// the engine stops taking batches.
+///
+/// Resume positions, e.g. restored from a checkpoint: for a file with the
+/// same identity, reading resumes at the offset instead of `start_at`.
+pub async fn run(
+    cfg: FileSourceConfig,
+    ingest: Ingest,
+    resume: Vec<FileOffset>,
+    shutdown: CancellationToken,
+) {
+    if let Err(e) = glob::Pattern::new(&cfg.pattern) {
+        tracing::error!(pattern = %cfg.pattern, error = %e, "Invalid file source pattern; the file source does not start");
+        return;
+    }
+    let (wake_tx, mut wake_rx) = mpsc::channel(WAKE_QUEUE);
+    let mut watch = Watch::new(&cfg.pattern, wake_tx);
+    let mut tick = tokio::time::interval(cfg.poll_interval.max(MIN_POLL));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut tailer = Tailer::new(cfg, ingest, resume, shutdown.clone());
+    let mut rescan = true;
+    loop {
+        if rescan {
+            // Watch before scanning, so a file created in between is seen.
+            watch.ensure();
+            if tailer.scan().await.is_err() {
+                break;
+            }
+        }
+        if tailer.read_all().await.is_err() {
+            break;
+        }
+        rescan = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some(wake) = wake_rx.recv() => drain_wakes(wake, &mut wake_rx),
+            _ = tick.tick() => true,
+        };
+    }
+    tracing::info!(pattern = %tailer.cfg.pattern, "File source stopped");
+}
+
+/// What a `notify` event asks of the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// Some file's content changed: read the followed files.
+    Data,
+    /// Files may have appeared, moved or gone: rescan the glob too.
+    Layout,
+}
+
+/// Takes every queued wake-up; true when the glob must be rescanned.
+fn drain_wakes(first: Wake, rx: &mut mpsc::Receiver<Wake>) -> bool {
+    let mut rescan = first == Wake::Layout;
+    let mut taken = 1;
+    while let Ok(wake) = rx.try_recv() {
+        taken += 1;
+        rescan |= wake == Wake::Layout;
+    }
+    // A full queue may have dropped a `Layout` wake-up.
+    rescan || taken >= WAKE_QUEUE
+}
+
+/// The `notify` watcher on the directories the pattern can match in.
+struct Watch {
+    /// `None` when no watcher could be made; the rescan still runs.
+    watcher: Option<RecommendedWatcher>,
+    root: PathBuf,
+    mode: RecursiveMode,
+    /// Whether `root` is being watched; retried at each rescan until it is
+    /// (the directory may not exist yet).
+    active: bool,
+    /// Whether a failure to watch was logged (logged once, then debug).
+    warned: bool,
+}
+
+impl Watch {
+    fn new(pattern: &str, tx: mpsc::Sender<Wake>) -> Self {
+        let (root, mode) = watch_root(pattern);
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let wake = match res {
+                Ok(ev) => match ev.kind {
+                    EventKind::Access(_) => return,
+                    EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_)) => Wake::Data,
+                    _ => Wake::Layout,
+                },
+                Err(_) => Wake::Layout,
+            };
+            // A full queue already guarantees a pass (see `drain_wakes`).
+            let _ = tx.try_send(wake);
+        });
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot create a file watcher; relying on the periodic rescan");
+                None
+            }
+        };
+        Watch {
+            watcher,
+            root,
+            mode,
+            active: false,
+            warned: false,
+        }
+    }
+
+    fn ensure(&mut self) {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
+        if self.active {
+            return;
+        }
+        match watcher.watch(&self.root, self.mode) {
+            Ok(()) => {
+                self.active = true;
+                tracing::debug!(path = %self.root.display(), "Watching directory for file changes");
+            }
+            Err(e) if !self.warned => {
+                self.warned = true;
+                tracing::warn!(path = %self.root.display(), error = %e, "Cannot watch directory; relying on the periodic rescan until it can");
+            }
+            Err(e) => {
+                tracing::debug!(path = %self.root.display(), error = %e, "Cannot watch directory yet");
+            }
+        }
+    }
+}
+
+/// The deepest directory of `pattern` without glob metacharacters, and
+/// whether matches can lie below its direct children.
+fn watch_root(pattern: &str) -> (PathBuf, RecursiveMode) {
+    let is_glob = |c: &Component<'_>| {
+        let s = c.as_os_str().to_string_lossy();
+        s.contains(['*', '?', '['])
+    };
+    let path = Path::new(pattern);
+    let mut root = PathBuf::new();
+    let mut rest: Vec<Component<'_>> = Vec::new();
+    for c in path.components() {
+        if rest.is_empty() && !is_glob(&c) {
+            root.push(c);
+        } else {
+            rest.push(c);
+        }
+    }
+    if rest.is_empty() {
+        // A plain path: watch its directory.
+        root.pop();
+        rest.push(Component::CurDir);
+    }
+    if root.as_os_str().is_empty() {
+        root.push(".");
+    }
+    let deep = rest.len() > 1
+        || rest
+            .iter()
+            .any(|c| c.as_os_str().to_string_lossy().contains("**"));
+    let mode = if deep {
+        RecursiveMode::Recursive
+    } else {
+        RecursiveMode::NonRecursive
+    };
+    (root, mode)
+}
+
+/// Why reading stopped: shutdown, or the engine no longer takes batches.
+#[derive(Debug)]
+struct Stopped;
+
+/// Why reading one file stopped early.
+enum ReadError {
+    Stopped,
+    Io(io::Error),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        ReadError::Io(e)
+    }
+}
+
+impl From<Stopped> for ReadError {
+    fn from(_: Stopped) -> Self {
+        ReadError::Stopped
+    }
+}
+
+/// One followed file and how far it has been read.
+struct Tailed {
+    /// Where the glob last found it (the offset's `path`).
+    path: PathBuf,
+    identity: Identity,
+    /// Kept open: a rotated or deleted file is still read to its end.
+    file: File,
+    /// Bytes read from the file so far.
+    read_pos: u64,
+    /// Offset right after the last complete line taken (≤ `read_pos`).
+    line_end: u64,
+    /// The incomplete line read so far (at most `max_line` bytes); always
+    /// `read_pos - line_end` bytes unless `skipping`.
+    line: Vec<u8>,
+    /// Discarding bytes up to the next newline (an over-long line, or the
+    /// partial line found when starting at the end).
+    skipping: bool,
+    /// Whether a read error was logged; logged again only after a success.
+    failing: bool,
+}
+
+impl Tailed {
+    fn position(&self) -> FileOffset {
+        FileOffset {
+            path: self.path.to_string_lossy().into_owned(),
+            identity: self.identity,
+            offset: self.line_end,
+        }
+    }
+
+    async fn restart(&mut self) -> io::Result<()> {
+        self.file.seek(SeekFrom::Start(0)).await?;
+        self.read_pos = 0;
+        self.line_end = 0;
+        self.line.clear();
+        self.skipping = false;
+        Ok(())
+    }
+}
+
+/// Where decoded lines go, shared by every followed file.
+struct Out {
+    ingest: Ingest,
+    shutdown: CancellationToken,
+    max_line: usize,
+}
+
+impl Out {
+    /// Hands `events` (the lines up to `t.line_end`) to the engine and waits
+    /// until it has taken them.
+    async fn send(&self, t: &Tailed, events: &mut Vec<Event>) -> Result<(), Stopped> {
+        let n = events.len() as u64;
+        let (done, taken) = oneshot::channel();
+        let batch = Batch {
+            source: Arc::from(SOURCE),
+            events: std::mem::take(events),
+            offset: Some(t.position()),
+            done: Some(done),
+        };
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => return Err(Stopped),
+            sent = self.ingest.tx.send(EngineMsg::Batch(batch)) => {
+                if sent.is_err() {
+                    tracing::info!("Engine queue closed; file source stops");
+                    return Err(Stopped);
+                }
+            }
+        }
+        self.ingest.metrics.received(SOURCE, n);
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Err(Stopped),
+            answer = taken => answer.map_err(|_| {
+                tracing::warn!(path = %t.path.display(), "Engine dropped a batch unanswered; file source stops");
+                Stopped
+            }),
+        }
+    }
+
+    /// Decodes one complete line (without its newline, at most `max_line`
+    /// bytes); rejections are counted by [`Ingest::decode`].
+    fn line(&self, bytes: &[u8], at: EventTime, events: &mut Vec<Event>) {
+        if let Ok(Some(ev)) = self.ingest.decode(SOURCE, bytes, at) {
+            events.push(ev);
+        }
+    }
+
+    /// Rejects the line starting at `t.line_end`: it exceeds `max_line`.
+    fn too_long(&self, t: &Tailed) {
+        self.ingest.metrics.reject(SOURCE, "too_large");
+        tracing::debug!(path = %t.path.display(), offset = t.line_end, max_line = self.max_line, "Rejected an over-long line");
+    }
+
+    /// Reads `t` from its position to its end, handing over every complete
+    /// line. When `last` (the file was rotated away or deleted), a final
+    /// line without newline counts too, as nothing will complete it here.
+    async fn read(&self, t: &mut Tailed, buf: &mut [u8], last: bool) -> Result<(), ReadError> {
+        let len = t.file.metadata().await?.len();
+        if len < t.read_pos {
+            tracing::info!(path = %t.path.display(), size = len, offset = t.read_pos, "File truncated; reading it from its start");
+            t.restart().await?;
+        }
+        let mut events = Vec::new();
+        let outcome = self.read_lines(t, buf, &mut events).await;
+        if let Err(ReadError::Stopped) = outcome {
+            return outcome;
+        }
+        if last && outcome.is_ok() && !t.skipping && !t.line.is_empty() {
+            t.line_end = t.read_pos;
+            self.line(&t.line, now(), &mut events);
+            t.line.clear();
+        }
+        // Lines taken before an error are handed over all the same.
+        if !events.is_empty() {
+            self.send(t, &mut events).await?;
+        }
+        outcome
+    }
+
+    async fn read_lines(
+        &self,
+        t: &mut Tailed,
+        buf: &mut [u8],
+        events: &mut Vec<Event>,
+    ) -> Result<(), ReadError> {
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Err(ReadError::Stopped);
+            }
+            let n = t.file.read(buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            let base = t.read_pos;
+            let at = now();
+            let mut consumed = 0;
+            while consumed < n {
+                let rest = &buf[consumed..n];
+                match rest.iter().position(|&c| c == b'\n') {
+                    Some(nl) => {
+                        if !t.skipping {
+                            if t.line.len() + nl > self.max_line {
+                                self.too_long(t);
+                            } else if t.line.is_empty() {
+                                self.line(&rest[..nl], at, events);
+                            } else {
+                                t.line.extend_from_slice(&rest[..nl]);
+                                self.line(&t.line, at, events);
+                            }
+                        }
+                        t.line.clear();
+                        t.skipping = false;
+                        consumed += nl + 1;
+                        t.line_end = base + consumed as u64;
+                        if events.len() >= BATCH {
+                            self.send(t, events).await?;
+                        }
+                    }
+                    None => {
+                        if !t.skipping {
+                            if t.line.len() + rest.len() > self.max_line {
+                                self.too_long(t);
+                                t.line.clear();
+                                t.skipping = true;
+                            } else {
+                                t.line.extend_from_slice(rest);
+                            }
+                        }
+                        consumed = n;
+                    }
+                }
+            }
+            t.read_pos = base + n as u64;
+        }
+    }
+}
+
+/// The followed files and the pass over them.
+struct Tailer {
+    cfg: FileSourceConfig,
+    out: Out,
+    /// In discovery order, so a rotated file is read before its successor.
+    files: Vec<Tailed>,
+    /// Resume offsets not yet used, by identity.
+    resume: HashMap<Identity, u64>,
+    /// Whether the first scan is done: files found later are new and are
+    /// read from their beginning, whatever `start_at` says.
+    started: bool,
+    /// Whether a scan failure was logged (logged again after a success).
+    scan_failing: bool,
+    buf: Vec<u8>,
+}
+
+/// What one glob pass found.
+struct Found {
+    files: Vec<(PathBuf, Identity)>,
+    /// False when part of the tree could not be read: then no followed file
+    /// is taken for gone.
+    complete: bool,
+}
+
+fn glob_files(pattern: &str) -> Found {
+    let mut found = Found {
+        files: Vec::new(),
+        complete: true,
+    };
+    let paths = match glob::glob(pattern) {
+        Ok(p) => p,
+        Err(_) => {
+            found.complete = false;
+            return found;
+        }
+    };
+    for entry in paths {
+        match entry {
+            Ok(path) => match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => found.files.push((path, (meta.dev(), meta.ino()))),
+                Ok(_) => {}
+                // Gone since it was listed.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => found.complete = false,
+            },
+            Err(_) => found.complete = false,
+        }
+    }
+    found
+}
+
+impl Tailer {
+    fn new(
+        cfg: FileSourceConfig,
+        ingest: Ingest,
+        resume: Vec<FileOffset>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let out = Out {
+            ingest,
+            shutdown,
+            max_line: cfg.max_line,
+        };
+        Tailer {
+            out,
+            files: Vec::new(),
+            resume: resume.into_iter().map(|r| (r.identity, r.offset)).collect(),
+            started: false,
+            scan_failing: false,
+            buf: vec![0; CHUNK],
+            cfg,
+        }
+    }
+
+    /// Brings the followed set up to date with the glob: files that left it
+    /// are read to their end and dropped, new files are opened.
+    async fn scan(&mut self) -> Result<(), Stopped> {
+        let pattern = self.cfg.pattern.clone();
+        let found = match tokio::task::spawn_blocking(move || glob_files(&pattern)).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "File scan failed");
+                return Ok(());
+            }
+        };
+        if !found.complete && !self.scan_failing {
+            tracing::warn!(pattern = %self.cfg.pattern, "Cannot read every directory the pattern covers; some files may be missed");
+        }
+        self.scan_failing = !found.complete;
+
+        // Files the glob no longer finds: rotated away or deleted. Finish
+        // them first, so their lines come before those of a successor.
+        let mut i = 0;
+        while i < self.files.len() {
+            let gone = found.complete
+                && !found
+                    .files
+                    .iter()
+                    .any(|(_, id)| *id == self.files[i].identity);
+            if !gone {
+                i += 1;
+                continue;
+            }
+            let t = &mut self.files[i];
+            match self.out.read(t, &mut self.buf, true).await {
+                Ok(()) => {}
+                Err(ReadError::Stopped) => return Err(Stopped),
+                Err(ReadError::Io(e)) => {
+                    tracing::warn!(path = %t.path.display(), error = %e, "Cannot finish reading a rotated or deleted file");
+                }
+            }
+            let t = self.files.remove(i);
+            tracing::info!(path = %t.path.display(), offset = t.line_end, "Stopped following file: rotated or deleted");
+        }
+
+        for (path, identity) in found.files {
+            if let Some(t) = self.files.iter_mut().find(|t| t.identity == identity) {
+                if t.path != path {
+                    tracing::info!(from = %t.path.display(), to = %path.display(), "Followed file renamed");
+                    t.path = path;
+                }
+                continue;
+            }
+            match self.open(&path).await {
+                Ok(Some(t)) => self.files.push(t),
+                Ok(None) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "Cannot open file"),
+            }
+        }
+        self.started = true;
+        Ok(())
+    }
+
+    /// Opens a newly found file at its start position; `None` when it turns
+    /// out not to be a new regular file.
+    async fn open(&mut self, path: &Path) -> io::Result<Option<Tailed>> {
+        let mut file = File::open(path).await?;
+        let meta = file.metadata().await?;
+        // The identity of what was opened, which may differ from the glob's
+        // if the path was just replaced.
+        let identity = (meta.dev(), meta.ino());
+        if !meta.is_file() || self.files.iter().any(|t| t.identity == identity) {
+            return Ok(None);
+        }
+        let len = meta.len();
+        let mut skipping = false;
+        let start = if let Some(offset) = self.resume.remove(&identity) {
+            if offset <= len {
+                tracing::info!(path = %path.display(), offset, "Following file from its resume offset");
+                offset
+            } else {
+                tracing::info!(path = %path.display(), offset, size = len, "File shorter than its resume offset; reading it from its start");
+                0
+            }
+        } else if !self.started && self.cfg.start_at == StartAt::End {
+            if len > 0 {
+                // Starting inside a line would hand over its tail as a line.
+                let mut last = [0u8; 1];
+                file.seek(SeekFrom::Start(len - 1)).await?;
+                let n = file.read(&mut last).await?;
+                skipping = n == 1 && last[0] != b'\n';
+            }
+            tracing::info!(path = %path.display(), offset = len, "Following file from its end");
+            len
+        } else {
+            tracing::info!(path = %path.display(), "Following file from its start");
+            0
+        };
+        file.seek(SeekFrom::Start(start)).await?;
+        Ok(Some(Tailed {
+            path: path.to_path_buf(),
+            identity,
+            file,
+            read_pos: start,
+            line_end: start,
+            line: Vec::new(),
+            skipping,
+            failing: false,
+        }))
+    }
+
+    /// Reads every followed file to its current end.
+    async fn read_all(&mut self) -> Result<(), Stopped> {
+        for t in &mut self.files {
+            match self.out.read(t, &mut self.buf, false).await {
+                Ok(()) => t.failing = false,
+                Err(ReadError::Stopped) => return Err(Stopped),
+                Err(ReadError::Io(e)) => {
+                    if !t.failing {
+                        tracing::warn!(path = %t.path.display(), error = %e, "Cannot read file; retrying at the next pass");
+                    }
+                    t.failing = true;
+                }
+            }
+        }
+        Ok(())
+    }
+}

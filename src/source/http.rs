@@ -1,0 +1,266 @@
+//! `POST /v1/events`: one JSON object, a JSON array of objects, or NDJSON.
+//! Answers 202 with per-item rejections once the engine has taken the
+//! accepted events, 400 when none was accepted, 401 without the token, 413
+//! over `max_body`, 503 with `Retry-After` while the engine queue is full.
+//! A retried request with the same `Idempotency-Key` gets the first answer.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::json;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Batch, EngineMsg, Ingest, now};
+
+/// How many idempotency keys are remembered.
+const IDEMPOTENCY_KEYS: usize = 100_000;
+
+pub struct HttpSource {
+    pub ingest: Ingest,
+    pub token: Option<String>,
+    pub max_body: usize,
+    /// Answers of accepted requests by idempotency key (oldest evicted first).
+    answers: Mutex<(HashMap<String, (StatusCode, String)>, VecDeque<String>)>,
+}
+
+impl HttpSource {
+    pub fn new(ingest: Ingest, token: Option<String>, max_body: usize) -> Self {
+        HttpSource {
+            ingest,
+            token,
+            max_body,
+            answers: Mutex::new((HashMap::new(), VecDeque::new())),
+        }
+    }
+
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/v1/events", post(ingest))
+            .with_state(self)
+    }
+
+    fn remembered(&self, key: &str) -> Option<(StatusCode, String)> {
+        let g = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.get(key).cloned()
+    }
+
+    fn remember(&self, key: String, status: StatusCode, body: String) {
+        let mut g = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0.insert(key.clone(), (status, body)).is_none() {
+            g.1.push_back(key);
+            while g.1.len() > IDEMPOTENCY_KEYS {
+                if let Some(old) = g.1.pop_front() {
+                    g.0.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn error(status: StatusCode, msg: &str) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json!({ "error": msg }).to_string(),
+    )
+        .into_response()
+}
+
+/// Whether the request carries `Authorization: Bearer <token>`.
+pub(crate) fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The items of a body: `(index, bytes)`.
+fn split_body<'b>(body: &'b [u8], ndjson: bool) -> Vec<(usize, &'b [u8])> {
+    let lines = |b: &'b [u8]| -> Vec<(usize, &'b [u8])> {
+        let mut v: Vec<(usize, &[u8])> = b.split(|&c| c == b'\n').enumerate().collect();
+        // A final line ending does not start another line.
+        if v.last().is_some_and(|(_, l)| l.is_empty()) {
+            v.pop();
+        }
+        v
+    };
+    if ndjson {
+        return lines(body);
+    }
+    let trimmed = body
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .map_or(&body[..0], |i| &body[i..]);
+    if trimmed.first() == Some(&b'[') {
+        if let Ok(items) = serde_json::from_slice::<Vec<&RawValue>>(body) {
+            return items
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| (i, r.get().as_bytes()))
+                .collect();
+        }
+        return vec![(0, body)];
+    }
+    // One object; several lines of objects without the NDJSON content type
+    // are taken as NDJSON (curl --data-binary @file.ndjson).
+    if serde_json::from_slice::<&RawValue>(body).is_err() && body.contains(&b'\n') {
+        return lines(body);
+    }
+    vec![(0, body)]
+}
+
+async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Body) -> Response {
+    if !authorized(&headers, src.token.as_deref()) {
+        return error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+    }
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("body larger than max_body ({} bytes)", src.max_body),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > src.max_body) {
+        return too_large();
+    }
+    let idem_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(k) = &idem_key {
+        if let Some((status, body)) = src.remembered(k) {
+            return json_response(status, body);
+        }
+    }
+    let bytes = match axum::body::to_bytes(body, src.max_body).await {
+        Ok(b) => b,
+        Err(_) => return too_large(),
+    };
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("ndjson"));
+    let at = now();
+    let mut events = Vec::new();
+    let mut rejected = Vec::new();
+    for (index, item) in split_body(&bytes, ndjson) {
+        match src.ingest.decode("http", item, at) {
+            Ok(Some(ev)) => events.push(ev),
+            Ok(None) => {}
+            Err(reason) => rejected.push(json!({"index": index, "reason": reason.as_str()})),
+        }
+    }
+    let accepted = events.len();
+    if accepted > 0 {
+        src.ingest.metrics.received("http", accepted as u64);
+        let (done, wait) = oneshot::channel();
+        let msg = EngineMsg::Batch(Batch {
+            source: Arc::from("http"),
+            events,
+            offset: None,
+            done: Some(done),
+        });
+        match src.ingest.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "engine overloaded, retry later",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+            }
+        }
+        if wait.await.is_err() {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+        }
+    }
+    let status = if accepted > 0 {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let body = json!({"accepted": accepted, "rejected": rejected}).to_string();
+    if let Some(k) = idem_key {
+        if accepted > 0 {
+            src.remember(k, status, body.clone());
+        }
+    }
+    json_response(status, body)
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_body;
+
+    fn items(body: &str, ndjson: bool) -> Vec<(usize, String)> {
+        split_body(body.as_bytes(), ndjson)
+            .into_iter()
+            .map(|(i, b)| (i, String::from_utf8_lossy(b).into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn ndjson_lines_are_indexed_with_blank_lines_counted() {
+        let v = items("{\"a\":1}\n\n{\"b\":2}\n", true);
+        assert_eq!(
+            v,
+            vec![
+                (0, "{\"a\":1}".into()),
+                (1, "".into()),
+                (2, "{\"b\":2}".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn array_elements_keep_their_text() {
+        let v = items("[ {\"a\":1} , 3 ]", false);
+        assert_eq!(v, vec![(0, "{\"a\":1}".into()), (1, "3".into())]);
+    }
+
+    #[test]
+    fn one_object_is_one_item() {
+        assert_eq!(
+            items(" {\"a\":1}\n", false),
+            vec![(0, " {\"a\":1}\n".into())]
+        );
+    }
+}

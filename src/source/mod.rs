@@ -1,0 +1,99 @@
+//! Sources: HTTP, TCP and tailed files. Each turns input into decoded
+//! events (decoding runs here, on the source's task, so it spreads over
+//! cores) and hands them to the engine in batches through one bounded
+//! queue. A batch is acknowledged once the engine has taken it.
+
+pub mod file;
+pub mod http;
+pub mod tcp;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::decode::{Decoded, Decoder, RejectReason};
+use crate::event::{Event, EventTime};
+use crate::metrics::Metrics;
+
+/// The wall clock in milliseconds since the epoch (sources only: the engine
+/// never reads the clock).
+pub fn now() -> EventTime {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    EventTime(ms)
+}
+
+/// A file source's position after a line: which file, how far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOffset {
+    /// The tailed path pattern's matched file.
+    pub path: String,
+    /// Device and inode of the file, to tell a rotated file from a new one.
+    pub identity: (u64, u64),
+    pub offset: u64,
+}
+
+/// Events from one source read, on their way to the engine.
+#[derive(Debug)]
+pub struct Batch {
+    pub source: Arc<str>,
+    pub events: Vec<Event>,
+    /// For a file source: the position after the last line of the batch.
+    pub offset: Option<FileOffset>,
+    /// Answered once the engine has taken the batch (and, with a write-ahead
+    /// log, once it is durable).
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+/// Messages to the engine thread.
+#[derive(Debug)]
+pub enum EngineMsg {
+    Batch(Batch),
+    /// Swap in new rules; answered when done.
+    Reload {
+        program: crate::lang::Program,
+        done: oneshot::Sender<()>,
+    },
+    /// Wall-clock tick for idle advance (the engine thread compares it with
+    /// the time of the last accepted event).
+    Tick(EventTime),
+}
+
+/// What every source needs to decode and hand over events.
+#[derive(Clone)]
+pub struct Ingest {
+    pub decoder: Decoder,
+    pub max_event_bytes: usize,
+    pub max_future_ms: i64,
+    pub metrics: Arc<Metrics>,
+    pub tx: mpsc::Sender<EngineMsg>,
+}
+
+impl Ingest {
+    /// Decodes one input item; `Ok(None)` for a blank line.
+    pub fn decode(
+        &self,
+        source: &str,
+        bytes: &[u8],
+        now: EventTime,
+    ) -> Result<Option<Event>, RejectReason> {
+        let r = if bytes.len() > self.max_event_bytes {
+            Err(RejectReason::TooLarge)
+        } else {
+            match self.decoder.decode(bytes, Some(now)) {
+                Decoded::Blank => return Ok(None),
+                Decoded::Rejected(r) => Err(r),
+                Decoded::Event(ev) if ev.time > now.saturating_add(self.max_future_ms) => {
+                    Err(RejectReason::FutureTime)
+                }
+                Decoded::Event(ev) => Ok(Some(ev)),
+            }
+        };
+        if let Err(reason) = &r {
+            self.metrics.reject(source, reason.as_str());
+        }
+        r
+    }
+}

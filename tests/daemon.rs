@@ -1,0 +1,375 @@
+//! `tocsin run` as a process: real sockets, real signals, alerts observed on
+//! an NDJSON file channel.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Daemon, get, http, post, wait_for};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A config with an HTTP source (admin on the same port), a TCP source,
+/// an `alerts.ndjson` file channel, and `max_delay: 0s`.
+fn config(extra_sources: &str, events_extra: &str) -> String {
+    format!(
+        r#"
+rules: {{dir}}/rules
+state_dir: {{dir}}/state
+events:
+  max_delay: 0s
+{events_extra}
+sources:
+  - kind: http
+    listen: 127.0.0.1:{{port}}
+    max_body: 4KiB
+{extra_sources}
+admin:
+  listen: 127.0.0.1:{{port}}
+default_notify: [out]
+channels:
+  out:
+    kind: file
+    path: {{dir}}/alerts.ndjson
+"#
+    )
+}
+
+fn setup(rules: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("rules")).expect("rules dir");
+    std::fs::write(dir.path().join("rules/a.rules"), rules).expect("rules");
+    dir
+}
+
+const FILTER: &str = "rule root { key user from auth where user == \"root\" }\n";
+
+fn alerts_of(d: &Daemon, n: usize) -> Vec<Value> {
+    wait_for(&format!("{n} alert(s)"), WAIT, || {
+        let a = d.file_alerts("alerts.ndjson");
+        (a.len() >= n).then_some(a)
+    })
+}
+
+#[test]
+fn http_events_produce_alerts_and_per_item_rejections() {
+    let dir = setup(FILTER);
+    let d = Daemon::start(dir.path(), &config("", ""), &[]);
+    // Two events at 1000 and 2000; the second releases the first (max_delay 0s).
+    let body = "{\"type\":\"auth\",\"ts\":1000,\"user\":\"root\"}\n\nnot json\n{\"ts\":5}\n{\"type\":\"auth\",\"ts\":2000,\"user\":\"bob\"}\n";
+    let r = http(
+        d.port,
+        "POST",
+        "/v1/events",
+        &[("Content-Type", "application/x-ndjson")],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["accepted"], 2);
+    assert_eq!(
+        v["rejected"],
+        serde_json::json!([{"index":2,"reason":"invalid_json"},{"index":3,"reason":"missing_type"}])
+    );
+    let alerts = alerts_of(&d, 1);
+    assert_eq!(alerts[0]["rule"], "root");
+    assert_eq!(alerts[0]["key"], serde_json::json!({"user":"root"}));
+    assert_eq!(alerts[0]["time"], "1970-01-01T00:00:01.000Z");
+    // The admin API shows the same alert, and the metrics count.
+    let recent: Value = serde_json::from_str(&get(d.port, "/v1/alerts?limit=5").body).unwrap();
+    assert_eq!(recent[0]["id"], alerts[0]["id"]);
+    let m = get(d.port, "/metrics").body;
+    assert!(
+        m.contains("tocsin_events_received_total{source=\"http\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tocsin_events_rejected_total{source=\"http\",reason=\"invalid_json\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("# TYPE tocsin_outbox_pending gauge"), "{m}");
+    // An array body; all rejected gives 400 with the same shape.
+    let r = post(d.port, "/v1/events", "[1, {\"type\":\"x\"}]");
+    assert_eq!(r.status, 400, "{}", r.body);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["accepted"], 0);
+    assert_eq!(
+        v["rejected"][0],
+        serde_json::json!({"index":0,"reason":"not_object"})
+    );
+    assert_eq!(
+        v["rejected"][1],
+        serde_json::json!({"index":1,"reason":"missing_time"})
+    );
+}
+
+#[test]
+fn health_readiness_and_rules_view() {
+    let dir = setup(FILTER);
+    let d = Daemon::start(dir.path(), &config("", ""), &[]);
+    assert_eq!(get(d.port, "/healthz").status, 200);
+    assert_eq!(get(d.port, "/readyz").status, 200);
+    let v: Value = serde_json::from_str(&get(d.port, "/v1/rules").body).unwrap();
+    assert_eq!(v["rules"][0]["name"], "root");
+    assert_eq!(v["rules"][0]["kind"], "filter");
+    assert_eq!(v["rules"][0]["line"], 1);
+    assert_eq!(v["last_reload"]["ok"], true);
+}
+
+#[test]
+fn bad_token_gets_401_and_oversized_body_413() {
+    let dir = setup(FILTER);
+    let cfg = config("", "").replace(
+        "    max_body: 4KiB",
+        "    max_body: 4KiB\n    token_env: TEST_INGEST_TOKEN",
+    );
+    let cfg = cfg.replace(
+        "admin:\n  listen: 127.0.0.1:{port}",
+        "admin:\n  listen: 127.0.0.1:{port}\n  token_env: TEST_ADMIN_TOKEN",
+    );
+    let d = Daemon::start(
+        dir.path(),
+        &cfg,
+        &[
+            ("TEST_INGEST_TOKEN", "s3cret"),
+            ("TEST_ADMIN_TOKEN", "adm1n"),
+        ],
+    );
+    let ev = b"{\"type\":\"auth\",\"ts\":1,\"user\":\"root\"}";
+    let r = http(d.port, "POST", "/v1/events", &[], ev).unwrap();
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("\"error\""), "{}", r.body);
+    let r = http(
+        d.port,
+        "POST",
+        "/v1/events",
+        &[("Authorization", "Bearer wrong")],
+        ev,
+    )
+    .unwrap();
+    assert_eq!(r.status, 401);
+    let r = http(
+        d.port,
+        "POST",
+        "/v1/events",
+        &[("Authorization", "Bearer s3cret")],
+        ev,
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    // The ingest token is not the admin token.
+    assert_eq!(
+        http(
+            d.port,
+            "GET",
+            "/v1/rules",
+            &[("Authorization", "Bearer s3cret")],
+            b""
+        )
+        .unwrap()
+        .status,
+        401
+    );
+    assert_eq!(
+        http(
+            d.port,
+            "GET",
+            "/v1/rules",
+            &[("Authorization", "Bearer adm1n")],
+            b""
+        )
+        .unwrap()
+        .status,
+        200
+    );
+    // Health and metrics need no token.
+    assert_eq!(get(d.port, "/healthz").status, 200);
+    let big = vec![b' '; 8 * 1024];
+    let r = http(
+        d.port,
+        "POST",
+        "/v1/events",
+        &[("Authorization", "Bearer s3cret")],
+        &big,
+    )
+    .unwrap();
+    assert_eq!(r.status, 413);
+}
+
+#[test]
+fn idempotency_key_replays_the_first_answer_without_ingesting_again() {
+    let dir = setup(FILTER);
+    let d = Daemon::start(dir.path(), &config("", ""), &[]);
+    let ev = b"{\"type\":\"auth\",\"ts\":1000,\"user\":\"root\"}";
+    let first = http(
+        d.port,
+        "POST",
+        "/v1/events",
+        &[("Idempotency-Key", "k1")],
+        ev,
+    )
+    .unwrap();
+    assert_eq!(first.status, 202);
+    // Same key, other body: the first answer, nothing ingested.
+    let again = http(d.port, "POST", "/v1/events", &[("Idempotency-Key", "k1")], b"[{\"type\":\"auth\",\"ts\":1500,\"user\":\"root\"},{\"type\":\"auth\",\"ts\":1600,\"user\":\"root\"}]").unwrap();
+    assert_eq!(again.status, 202);
+    assert_eq!(again.body, first.body);
+    post(d.port, "/v1/events", "{\"type\":\"tick\",\"ts\":9000}");
+    let alerts = alerts_of(&d, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.file_alerts("alerts.ndjson").len(), 1, "{alerts:?}");
+}
+
+#[test]
+fn tcp_lines_produce_alerts_and_a_bad_line_keeps_the_connection() {
+    let dir = setup(FILTER);
+    let tcp_port = common::free_port();
+    let src = format!("  - kind: tcp\n    listen: 127.0.0.1:{tcp_port}\n    max_line: 200");
+    let d = Daemon::start(dir.path(), &config(&src, ""), &[]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", tcp_port)).unwrap();
+    let long = format!(
+        "{{\"type\":\"auth\",\"ts\":1,\"pad\":\"{}\"}}\n",
+        "x".repeat(500)
+    );
+    s.write_all(b"garbage\n").unwrap();
+    s.write_all(long.as_bytes()).unwrap();
+    s.write_all(b"{\"type\":\"auth\",\"ts\":1000,\"user\":\"root\"}\n{\"type\":\"auth\",\"ts\":2000,\"user\":\"x\"}\n").unwrap();
+    s.flush().unwrap();
+    let alerts = alerts_of(&d, 1);
+    assert_eq!(alerts[0]["time"], "1970-01-01T00:00:01.000Z");
+    let m = get(d.port, "/metrics").body;
+    assert!(
+        m.contains("tocsin_events_rejected_total{source=\"tcp\",reason=\"invalid_json\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tocsin_events_rejected_total{source=\"tcp\",reason=\"too_large\"} 1"),
+        "{m}"
+    );
+}
+
+#[test]
+fn broken_rules_on_reload_keep_the_old_rules_running() {
+    let dir = setup("rule burst { from m window sliding 10s when count() >= 2 }\n");
+    let d = Daemon::start(dir.path(), &config("", ""), &[]);
+    post(d.port, "/v1/events", "{\"type\":\"m\",\"ts\":1000}");
+    // A broken file next to the good one.
+    std::fs::write(
+        dir.path().join("rules/b.rules"),
+        "rule oops { from m where x == }\n",
+    )
+    .unwrap();
+    let r = post(d.port, "/v1/reload", "");
+    assert_eq!(r.status, 422, "{}", r.body);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["ok"], false);
+    let err = v["errors"][0].as_str().unwrap_or_default();
+    assert!(err.contains("b.rules:1:"), "{err}");
+    let rules: Value = serde_json::from_str(&get(d.port, "/v1/rules").body).unwrap();
+    assert_eq!(rules["last_reload"]["ok"], false);
+    assert_eq!(rules["rules"].as_array().map(Vec::len), Some(1));
+    // The old rule still runs, with its state: the second event fires it.
+    post(d.port, "/v1/events", "{\"type\":\"m\",\"ts\":2000}");
+    post(d.port, "/v1/events", "{\"type\":\"m\",\"ts\":3000}");
+    let alerts = alerts_of(&d, 1);
+    assert_eq!(alerts[0]["rule"], "burst");
+    assert_eq!(alerts[0]["time"], "1970-01-01T00:00:02.000Z");
+    // Fixing the file reloads fine; the unchanged rule keeps its window.
+    std::fs::write(dir.path().join("rules/b.rules"), "rule other { from n }\n").unwrap();
+    let r = post(d.port, "/v1/reload", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let m = get(d.port, "/metrics").body;
+    assert!(
+        m.contains("tocsin_rules_reload_total{outcome=\"error\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tocsin_rules_reload_total{outcome=\"success\"}"),
+        "{m}"
+    );
+}
+
+#[test]
+fn sighup_reloads_rules() {
+    let dir = setup(FILTER);
+    let d = Daemon::start(dir.path(), &config("", ""), &[]);
+    std::fs::write(
+        dir.path().join("rules/b.rules"),
+        "rule everything { from auth }\n",
+    )
+    .unwrap();
+    d.signal("HUP");
+    wait_for("the new rule", WAIT, || {
+        let v: Value = serde_json::from_str(&get(d.port, "/v1/rules").body).ok()?;
+        (v["rules"].as_array()?.len() == 2).then_some(())
+    });
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let dir = setup(FILTER);
+    let mut d = Daemon::start(dir.path(), &config("", ""), &[]);
+    let r = post(
+        d.port,
+        "/v1/events",
+        "{\"type\":\"auth\",\"ts\":1000,\"user\":\"root\"}",
+    );
+    assert_eq!(r.status, 202);
+    let status = d.terminate();
+    assert!(status.success(), "exit {status:?}: {}", d.stderr());
+}
+
+#[test]
+fn idle_advance_fires_absence_when_every_sender_is_quiet() {
+    let dir = setup("rule gone { key host from hb absent 1s }\n");
+    let d = Daemon::start(dir.path(), &config("", "  idle_timeout: 1s"), &[]);
+    let ts = now_ms();
+    let r = post(
+        d.port,
+        "/v1/events",
+        &format!("{{\"type\":\"hb\",\"ts\":{ts},\"host\":\"h1\"}}"),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let alerts = alerts_of(&d, 1);
+    assert_eq!(alerts[0]["rule"], "gone");
+    assert_eq!(alerts[0]["status"], "firing");
+    assert_eq!(alerts[0]["key"], serde_json::json!({"host":"h1"}));
+}
+
+#[test]
+fn missing_config_is_fatal_and_named() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tocsin"))
+        .args(["run", "-c", "/nonexistent/tocsin.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/tocsin.yaml"));
+}
+
+#[test]
+fn unknown_config_key_is_fatal_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.yaml");
+    std::fs::write(&p, "rules: r\nevents:\n  max_dealy: 2s\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tocsin"))
+        .args(["run", "-c"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("c.yaml:3:") && err.contains("unknown key `max_dealy`"),
+        "{err}"
+    );
+}
