@@ -18,6 +18,7 @@
 //! Layer rule: a module uses only modules listed above it.
 
 pub mod alert;
+pub mod channel;
 pub mod api;
 pub mod cli;
 pub mod config;

@@ -101,7 +101,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     if let Err(e) = glob::Pattern::new(&cfg.pattern) {
-        tracing::error!(pattern = %cfg.pattern, error = %e, "Invalid file source pattern; the file source does not start");
+        tracing::error!(
+            pattern = %cfg.pattern,
+            error = %e,
+            "Invalid file source pattern; the file source does not start"
+        );
         return;
     }
     let (wake_tx, mut wake_rx) = mpsc::channel(WAKE_QUEUE);
@@ -183,7 +187,10 @@ impl Watch {
         let watcher = match watcher {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::warn!(error = %e, "Cannot create a file watcher; relying on the periodic rescan");
+                tracing::warn!(
+                    error = %e,
+                    "Cannot create a file watcher; relying on the periodic rescan"
+                );
                 None
             }
         };
@@ -210,10 +217,18 @@ impl Watch {
             }
             Err(e) if !self.warned => {
                 self.warned = true;
-                tracing::warn!(path = %self.root.display(), error = %e, "Cannot watch directory; relying on the periodic rescan until it can");
+                tracing::warn!(
+                    path = %self.root.display(),
+                    error = %e,
+                    "Cannot watch directory; relying on the periodic rescan until it can"
+                );
             }
             Err(e) => {
-                tracing::debug!(path = %self.root.display(), error = %e, "Cannot watch directory yet");
+                tracing::debug!(
+                    path = %self.root.display(),
+                    error = %e,
+                    "Cannot watch directory yet"
+                );
             }
         }
     }
@@ -352,7 +367,10 @@ impl Out {
             biased;
             _ = self.shutdown.cancelled() => Err(Stopped),
             answer = taken => answer.map_err(|_| {
-                tracing::warn!(path = %t.path.display(), "Engine dropped a batch unanswered; file source stops");
+                tracing::warn!(
+                    path = %t.path.display(),
+                    "Engine dropped a batch unanswered; file source stops"
+                );
                 Stopped
             }),
         }
@@ -369,7 +387,12 @@ impl Out {
     /// Rejects the line starting at `t.line_end`: it exceeds `max_line`.
     fn too_long(&self, t: &Tailed) {
         self.ingest.metrics.reject(SOURCE, "too_large");
-        tracing::debug!(path = %t.path.display(), offset = t.line_end, max_line = self.max_line, "Rejected an over-long line");
+        tracing::debug!(
+            path = %t.path.display(),
+            offset = t.line_end,
+            max_line = self.max_line,
+            "Rejected an over-long line"
+        );
     }
 
     /// Reads `t` from its position to its end, handing over every complete
@@ -378,7 +401,12 @@ impl Out {
     async fn read(&self, t: &mut Tailed, buf: &mut [u8], last: bool) -> Result<(), ReadError> {
         let len = t.file.metadata().await?.len();
         if len < t.read_pos {
-            tracing::info!(path = %t.path.display(), size = len, offset = t.read_pos, "File truncated; reading it from its start");
+            tracing::info!(
+                path = %t.path.display(),
+                size = len,
+                offset = t.read_pos,
+                "File truncated; reading it from its start"
+            );
             t.restart().await?;
         }
         let mut events = Vec::new();
@@ -542,7 +570,10 @@ impl Tailer {
             }
         };
         if !found.complete && !self.scan_failing {
-            tracing::warn!(pattern = %self.cfg.pattern, "Cannot read every directory the pattern covers; some files may be missed");
+            tracing::warn!(
+                pattern = %self.cfg.pattern,
+                "Cannot read every directory the pattern covers; some files may be missed"
+            );
         }
         self.scan_failing = !found.complete;
 
@@ -564,17 +595,29 @@ impl Tailer {
                 Ok(()) => {}
                 Err(ReadError::Stopped) => return Err(Stopped),
                 Err(ReadError::Io(e)) => {
-                    tracing::warn!(path = %t.path.display(), error = %e, "Cannot finish reading a rotated or deleted file");
+                    tracing::warn!(
+                        path = %t.path.display(),
+                        error = %e,
+                        "Cannot finish reading a rotated or deleted file"
+                    );
                 }
             }
             let t = self.files.remove(i);
-            tracing::info!(path = %t.path.display(), offset = t.line_end, "Stopped following file: rotated or deleted");
+            tracing::info!(
+                path = %t.path.display(),
+                offset = t.line_end,
+                "Stopped following file: rotated or deleted"
+            );
         }
 
         for (path, identity) in found.files {
             if let Some(t) = self.files.iter_mut().find(|t| t.identity == identity) {
                 if t.path != path {
-                    tracing::info!(from = %t.path.display(), to = %path.display(), "Followed file renamed");
+                    tracing::info!(
+                        from = %t.path.display(),
+                        to = %path.display(),
+                        "Followed file renamed"
+                    );
                     t.path = path;
                 }
                 continue;
@@ -605,10 +648,19 @@ impl Tailer {
         let mut skipping = false;
         let start = if let Some(offset) = self.resume.remove(&identity) {
             if offset <= len {
-                tracing::info!(path = %path.display(), offset, "Following file from its resume offset");
+                tracing::info!(
+                    path = %path.display(),
+                    offset,
+                    "Following file from its resume offset"
+                );
                 offset
             } else {
-                tracing::info!(path = %path.display(), offset, size = len, "File shorter than its resume offset; reading it from its start");
+                tracing::info!(
+                    path = %path.display(),
+                    offset,
+                    size = len,
+                    "File shorter than its resume offset; reading it from its start"
+                );
                 0
             }
         } else if !self.started && self.cfg.start_at == StartAt::End {
@@ -646,7 +698,11 @@ impl Tailer {
                 Err(ReadError::Stopped) => return Err(Stopped),
                 Err(ReadError::Io(e)) => {
                     if !t.failing {
-                        tracing::warn!(path = %t.path.display(), error = %e, "Cannot read file; retrying at the next pass");
+                        tracing::warn!(
+                            path = %t.path.display(),
+                            error = %e,
+                            "Cannot read file; retrying at the next pass"
+                        );
                     }
                     t.failing = true;
                 }
