@@ -289,6 +289,21 @@ impl Config {
         };
         rel(&mut cfg.rules);
         rel(&mut cfg.state_dir);
+        if let Some(p) = &mut cfg.late_events {
+            rel(p);
+        }
+        for c in cfg.channels.values_mut() {
+            if let ChannelConfig::File { path } = c {
+                rel(path);
+            }
+        }
+        for s in &mut cfg.sources {
+            if let SourceConfig::File { path, .. } = s {
+                if Path::new(path).is_relative() {
+                    *path = base.join(&*path).display().to_string();
+                }
+            }
+        }
         Ok(cfg)
     }
 

@@ -18,8 +18,9 @@
 //! Layer rule: a module uses only modules listed above it.
 
 pub mod alert;
-pub mod channel;
 pub mod api;
+pub mod channel;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -32,3 +33,4 @@ pub mod outbox;
 pub mod pipeline;
 pub mod sequencer;
 pub mod source;
+pub mod wal;

@@ -38,6 +38,26 @@ impl Pipeline {
         self.stage.reload(self.engine.rules(), &kept);
     }
 
+    /// The whole evaluation state, for a checkpoint.
+    pub fn snapshot(&self) -> PipelineSnapshot {
+        PipelineSnapshot {
+            sequencer: self.sequencer.snapshot(),
+            engine: self.engine.snapshot(),
+            stage: self.stage.snapshot(),
+            late: self.late,
+        }
+    }
+
+    /// Restores a checkpoint: unchanged rules get their state back, changed
+    /// rules start empty. Returns the names of the restored rules.
+    pub fn restore(&mut self, snap: &PipelineSnapshot) -> Vec<String> {
+        self.sequencer.restore(&snap.sequencer);
+        let restored = self.engine.restore(&snap.engine);
+        self.stage.restore(&snap.stage, &restored);
+        self.late = snap.late;
+        restored
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -103,4 +123,13 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Everything [`Pipeline::snapshot`] captures.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PipelineSnapshot {
+    pub sequencer: crate::sequencer::SequencerSnapshot,
+    pub engine: crate::engine::snapshot::EngineSnapshot,
+    pub stage: crate::alert::StageSnapshot,
+    pub late: u64,
 }

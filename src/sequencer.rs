@@ -120,6 +120,44 @@ impl Sequencer {
     }
 }
 
+/// The sequencer's state in a checkpoint.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SequencerSnapshot {
+    pub max_seen: Option<i64>,
+    pub watermark: i64,
+    pub held: Vec<crate::engine::snapshot::EventSnap>,
+}
+
+impl Sequencer {
+    pub fn snapshot(&self) -> SequencerSnapshot {
+        SequencerSnapshot {
+            max_seen: self.max_seen.map(|t| t.0),
+            watermark: self.watermark.0,
+            held: self
+                .held
+                .iter()
+                .map(|h| crate::engine::snapshot::EventSnap::of(&h.ev))
+                .collect(),
+        }
+    }
+
+    /// Restores the state (keeping this sequencer's `max_delay`).
+    pub fn restore(&mut self, s: &SequencerSnapshot) {
+        self.max_seen = s.max_seen.map(EventTime);
+        self.watermark = EventTime(s.watermark);
+        self.held.clear();
+        for e in &s.held {
+            if let Some(ev) = e.restore() {
+                self.arrivals += 1;
+                self.held.insert(Held {
+                    ev,
+                    arrival: self.arrivals,
+                });
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use crate::engine::{Key, Status};
 use crate::event::{Event, EventTime, json};
 use crate::lang::program::Rule;
 
-pub use stage::{AlertStage, StageStats};
+pub use stage::{AlertStage, StageSnapshot, StageStats};
 
 /// One alert, ready to be written or delivered.
 #[derive(Debug, Clone)]

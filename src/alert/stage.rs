@@ -84,6 +84,58 @@ impl AlertStage {
         *self = fresh;
     }
 
+    /// Throttle state and counters for a checkpoint.
+    pub fn snapshot(&self) -> StageSnapshot {
+        let mut throttles: Vec<ThrottleSnap> = self
+            .throttles
+            .iter()
+            .map(|((r, k), t)| ThrottleSnap {
+                rule: self.rules[*r].name.clone(),
+                key: k.to_string(),
+                last_fired: t.last_fired.map(|x| x.0),
+                open_produced: t.open_produced,
+            })
+            .collect();
+        throttles.sort_by(|a, b| (&a.rule, &a.key).cmp(&(&b.rule, &b.key)));
+        StageSnapshot {
+            throttles,
+            alerts: self
+                .rules
+                .iter()
+                .zip(&self.stats.alerts)
+                .zip(&self.stats.throttled)
+                .map(|((r, a), t)| (r.name.clone(), r.source.clone(), *a, *t))
+                .collect(),
+        }
+    }
+
+    /// Restores throttles and counters of rules in `restored` (unchanged rules).
+    pub fn restore(&mut self, snap: &StageSnapshot, restored: &[String]) {
+        for t in &snap.throttles {
+            if !restored.contains(&t.rule) {
+                continue;
+            }
+            if let Some(i) = self.rules.iter().position(|r| r.name == t.rule) {
+                self.throttles.insert(
+                    (i, Key::from(t.key.as_str())),
+                    Throttle {
+                        last_fired: t.last_fired.map(EventTime),
+                        open_produced: t.open_produced,
+                    },
+                );
+            }
+        }
+        for (name, _source, a, t) in &snap.alerts {
+            if !restored.contains(name) {
+                continue;
+            }
+            if let Some(i) = self.rules.iter().position(|r| &r.name == name) {
+                self.stats.alerts[i] = *a;
+                self.stats.throttled[i] = *t;
+            }
+        }
+    }
+
     pub fn stats(&self) -> &StageStats {
         &self.stats
     }
@@ -227,4 +279,20 @@ fn whole_numbers_as_integers(v: &Value) -> Value {
         },
         _ => v.clone(),
     }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ThrottleSnap {
+    pub rule: String,
+    pub key: String,
+    pub last_fired: Option<i64>,
+    pub open_produced: bool,
+}
+
+/// The alert stage's state in a checkpoint.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StageSnapshot {
+    pub throttles: Vec<ThrottleSnap>,
+    /// (rule, source, [firing, resolved] counts, throttled count)
+    pub alerts: Vec<(String, String, [u64; 2], u64)>,
 }

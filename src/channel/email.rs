@@ -8,7 +8,9 @@
 //! credentials and alerts never cross a network unencrypted.
 //!
 //! An SMTP 5xx answer (e.g. an unknown recipient) is permanent; 4xx
-//! answers, connection and TLS failures and timeouts are retried.
+//! answers, connection and TLS failures, timeouts and client-side problems
+//! (e.g. credentials configured but no AUTH offered) are retried, so the
+//! alerts wait for a fixed server or config instead of being dropped.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -165,7 +167,7 @@ impl EmailChannel {
             .map_err(|e| DeliveryError::Permanent(format!("cannot build the message: {e}")))?;
         match self.transport.send(message).await {
             Ok(_) => Ok(()),
-            Err(e) if e.is_permanent() || e.is_client() => Err(DeliveryError::Permanent(format!(
+            Err(e) if e.is_permanent() => Err(DeliveryError::Permanent(format!(
                 "{}: {}",
                 self.server,
                 error_chain(&e)
@@ -361,7 +363,10 @@ mod tests {
     #[test]
     fn html_body_is_escaped() {
         let html = html_body(&record());
-        assert!(html.contains("<p>alice &lt;b&gt;&amp;&lt;/b&gt;</p>"), "{html}");
+        assert!(
+            html.contains("<p>alice &lt;b&gt;&amp;&lt;/b&gt;</p>"),
+            "{html}"
+        );
         assert!(!html.contains("<b>"), "{html}");
         let plain = plain_body(&record());
         assert!(plain.contains("alice <b>&</b>"), "{plain}");

@@ -45,7 +45,10 @@ impl FileChannel {
 
     pub async fn deliver(&self, alert: &AlertRecord) -> Result<(), DeliveryError> {
         let mut guard = self.file.lock().await;
-        let current = tokio::fs::metadata(&self.path).await.ok().map(|m| inode(&m));
+        let current = tokio::fs::metadata(&self.path)
+            .await
+            .ok()
+            .map(|m| inode(&m));
         let stale = match (&*guard, current) {
             (Some((_, ino)), Some(now)) => *ino != now,
             _ => true,

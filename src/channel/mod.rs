@@ -224,7 +224,7 @@ impl Channel {
     }
 
     /// The configured back-off, if the channel has one.
-    pub fn retry(config: &ChannelConfig) -> Option<RetryConfig> {
+    pub fn retry_config(config: &ChannelConfig) -> Option<RetryConfig> {
         match config {
             ChannelConfig::Webhook { retry, .. } | ChannelConfig::Email { retry, .. } => *retry,
             ChannelConfig::File { .. } | ChannelConfig::Stdout {} => None,

@@ -126,7 +126,12 @@ impl WebhookChannel {
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| config_error(name, format!("cannot build HTTP client: {}", error_chain(&e))))?;
+            .map_err(|e| {
+                config_error(
+                    name,
+                    format!("cannot build HTTP client: {}", error_chain(&e)),
+                )
+            })?;
         Ok(WebhookChannel {
             name: name.to_string(),
             url,
@@ -223,7 +228,13 @@ fn hex(bytes: &[u8]) -> String {
 
 /// `Retry-After` in seconds (the HTTP-date form is ignored).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let secs: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     Some(Duration::from_secs(secs))
 }
 
@@ -232,7 +243,13 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 fn label_name(name: &str) -> String {
     let mut out: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
@@ -258,7 +275,12 @@ pub fn alertmanager_payload(receiver: &str, alert: &AlertRecord) -> Value {
     labels.insert("alertname".into(), alert.rule().into());
     let mut sorted: Vec<(&String, &Value)> = labels.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let labels = Value::Object(sorted.iter().map(|(k, v)| ((*k).clone(), (*v).clone())).collect());
+    let labels = Value::Object(
+        sorted
+            .iter()
+            .map(|(k, v)| ((*k).clone(), (*v).clone()))
+            .collect(),
+    );
 
     let mut annotations = Map::new();
     if !alert.message().is_empty() {
@@ -343,7 +365,10 @@ mod tests {
         )
         .unwrap();
         let resolved = AlertRecord::from_json(
-            firing.json.replace("firing", "resolved").replace("00:02", "00:05"),
+            firing
+                .json
+                .replace("firing", "resolved")
+                .replace("00:02", "00:05"),
             None,
         )
         .unwrap();

@@ -4,11 +4,12 @@
 //! CLI drive it alike.
 
 mod engine_thread;
+mod recover;
 pub mod reload;
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +42,10 @@ pub enum StartError {
     Secret(String),
     #[error(transparent)]
     Outbox(#[from] crate::outbox::OutboxError),
+    #[error("recovery failed: {0}")]
+    Recover(#[from] recover::RecoverError),
+    #[error("{0}")]
+    Config(String),
     #[error("cannot create state directory {path}: {source}")]
     StateDir {
         path: String,
@@ -80,6 +85,10 @@ pub struct Shared {
     last_reload: Mutex<ReloadView>,
     /// Serializes reloads.
     pub reload_lock: tokio::sync::Mutex<()>,
+    /// Idempotency answers of the HTTP source (durable through log and checkpoint).
+    pub idempotency: Arc<crate::source::IdempotencyStore>,
+    /// Wall-clock time (ms) of the last checkpoint, 0 before any.
+    last_checkpoint: AtomicI64,
 }
 
 impl Shared {
@@ -95,6 +104,14 @@ impl Shared {
     pub fn recent_alerts(&self, limit: usize) -> Vec<String> {
         let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         r.iter().rev().take(limit).cloned().collect()
+    }
+
+    pub fn set_last_checkpoint(&self, ms: i64) {
+        self.last_checkpoint.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn last_checkpoint(&self) -> i64 {
+        self.last_checkpoint.load(Ordering::Relaxed)
     }
 
     pub fn engine_sender(&self) -> Option<mpsc::Sender<EngineMsg>> {
@@ -205,26 +222,65 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             errors: Vec::new(),
         }),
         reload_lock: tokio::sync::Mutex::new(()),
+        idempotency: Arc::new(crate::source::IdempotencyStore::default()),
+        last_checkpoint: AtomicI64::new(0),
     });
 
-    let pipeline = Pipeline::new(&loaded.program, config.events.max_delay.0);
+    let decoder = crate::decode::Decoder::new(config.events.decode_config());
+    let policy = crate::wal::FsyncPolicy::parse(config.durability.fsync.as_deref())
+        .map_err(StartError::Config)?;
+    let mut pipeline = Pipeline::new(&loaded.program, config.events.max_delay.0);
+    let recovered = {
+        let state_dir = config.state_dir.clone();
+        let shared = shared.clone();
+        let outbox = outbox.clone();
+        let decoder = decoder.clone();
+        // Recovery is synchronous and may be long: keep it off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let r = recover::recover(
+                &state_dir,
+                policy,
+                &mut pipeline,
+                &decoder,
+                &shared,
+                &outbox,
+            );
+            r.map(|rec| (rec, pipeline))
+        })
+        .await
+        .map_err(|e| StartError::Config(format!("recovery task failed: {e}")))??
+    };
+    let (recovered, pipeline) = recovered;
+    tracing::info!(
+        batches_replayed = recovered.replayed_batches,
+        rules_restored = recovered.restored_rules,
+        "Recovery done"
+    );
+    let resume: Vec<crate::source::FileOffset> =
+        recovered.durable.offsets.values().cloned().collect();
     let settings = engine_thread::EngineSettings {
         max_delay_ms: config.events.max_delay.0,
         idle_timeout_ms: config.events.idle_timeout.0,
         late_log: config.late_events.clone(),
+        checkpoint_every: Duration::from_millis(
+            u64::try_from(config.durability.checkpoint_every.map_or(30_000, |d| d.0))
+                .unwrap_or(30_000),
+        ),
+        state_dir: config.state_dir.clone(),
     };
+    let durable = recovered.durable;
     let engine = {
         let shared = shared.clone();
         let outbox = outbox.clone();
         std::thread::Builder::new()
             .name("tocsin-engine".into())
             .stack_size(64 << 20)
-            .spawn(move || engine_thread::run(pipeline, rx, shared, outbox, settings))
+            .spawn(move || engine_thread::run(pipeline, rx, shared, outbox, settings, durable))
             .map_err(|e| StartError::Rules(format!("cannot start the engine thread: {e}")))?
     };
 
     let ingest = Ingest {
-        decoder: crate::decode::Decoder::new(config.events.decode_config()),
+        decoder,
         max_event_bytes: usize::try_from(config.events.max_event_bytes.0).unwrap_or(usize::MAX),
         max_future_ms: config.events.max_future.0,
         metrics: metrics.clone(),
@@ -258,6 +314,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     ingest.clone(),
                     token,
                     usize::try_from(max_body.map_or(16 << 20, |s| s.0)).unwrap_or(usize::MAX),
+                    shared.idempotency.clone(),
                 ));
                 let mut router = http.router();
                 if admin_addr.as_deref().is_none_or(|a| a == listen) && !admin_served {
@@ -300,7 +357,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 tasks.spawn(crate::source::file::run(
                     cfg,
                     ingest.clone(),
-                    Vec::new(),
+                    resume.clone(),
                     cancel.clone(),
                 ));
             }

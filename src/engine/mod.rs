@@ -10,6 +10,7 @@ pub mod aggregate;
 pub mod expr;
 pub mod key;
 mod operator;
+pub mod snapshot;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -164,6 +165,61 @@ impl Engine {
         self.ops = ops;
         self.stats = stats;
         kept
+    }
+
+    /// The whole state, for a checkpoint.
+    pub fn snapshot(&self) -> snapshot::EngineSnapshot {
+        let mut timers: Vec<Vec<(i64, String)>> = vec![Vec::new(); self.rules.len()];
+        for (t, i, k) in &self.timers {
+            timers[*i].push((t.0, k.to_string()));
+        }
+        let rules = self
+            .rules
+            .iter()
+            .zip(&self.ops)
+            .zip(timers)
+            .enumerate()
+            .map(|(i, ((r, op), timers))| snapshot::RuleSnapshot {
+                name: r.name.clone(),
+                source: r.source.clone(),
+                state: op.snapshot(),
+                timers,
+                matches: self.stats[i].matches,
+                key_missing: self.stats[i].key_missing,
+            })
+            .collect();
+        snapshot::EngineSnapshot { rules }
+    }
+
+    /// Restores the state of every rule whose name and text are unchanged;
+    /// other rules start empty. Returns the names of the rules restored.
+    pub fn restore(&mut self, snap: &snapshot::EngineSnapshot) -> Vec<String> {
+        let mut restored = Vec::new();
+        for rs in &snap.rules {
+            let Some(i) = self
+                .rules
+                .iter()
+                .position(|r| r.name == rs.name && r.source == rs.source)
+            else {
+                continue;
+            };
+            let Some(op) = Operator::restore(&self.rules[i], &rs.state) else {
+                tracing::warn!(rule = %rs.name, "Checkpointed state does not fit the rule; starting it empty");
+                continue;
+            };
+            self.ops[i] = op;
+            self.stats[i] = RuleStats {
+                matches: rs.matches,
+                key_missing: rs.key_missing,
+            };
+            self.timers.retain(|t| t.1 != i);
+            for (t, k) in &rs.timers {
+                self.timers
+                    .insert((EventTime(*t), i, Key::from(k.as_str())));
+            }
+            restored.push(rs.name.clone());
+        }
+        restored
     }
 
     pub fn rules(&self) -> &[Arc<Rule>] {

@@ -123,7 +123,7 @@ impl Outbox {
         let mut lanes = BTreeMap::new();
         for (name, config) in channels {
             let channel = Channel::build(name, config)?;
-            let backoff = match Channel::retry(config) {
+            let backoff = match Channel::retry_config(config) {
                 Some(r) => Backoff::from_config(&r).ok_or_else(|| OutboxError::Retry {
                     channel: name.clone(),
                 })?,

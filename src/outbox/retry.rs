@@ -67,7 +67,10 @@ mod tests {
         for attempt in 0..10 {
             let d = b.delay(attempt);
             let base = b.base(attempt);
-            assert!(d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2), "{d:?} vs {base:?}");
+            assert!(
+                d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2),
+                "{d:?} vs {base:?}"
+            );
         }
     }
 }

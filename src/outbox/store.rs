@@ -178,10 +178,6 @@ impl Store {
         self.pending.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-    }
-
     /// The oldest pending record.
     pub fn front(&self) -> Option<Entry> {
         self.pending.front().copied()
@@ -420,11 +416,7 @@ fn read_cursor(f: &mut File) -> io::Result<Option<u64>> {
 /// Reads records from the start of a segment, calling `found(seq, offset,
 /// len)` for each good one until it returns `false`; returns the length of
 /// the good prefix.
-fn scan(
-    file: &File,
-    first: u64,
-    mut found: impl FnMut(u64, u64, u32) -> bool,
-) -> io::Result<u64> {
+fn scan(file: &File, first: u64, mut found: impl FnMut(u64, u64, u32) -> bool) -> io::Result<u64> {
     let mut r = BufReader::new(file);
     let mut offset = 0u64;
     let mut header = [0u8; HEADER];
@@ -544,7 +536,7 @@ mod tests {
         assert_eq!(segs, vec![format!("{:020}.seg", 1)]);
         drop(s);
         let (mut s, _) = Store::open(dir.path()).unwrap();
-        assert!(s.is_empty());
+        assert!(s.front().is_none());
         assert_eq!(s.append(b"x").unwrap(), 1);
     }
 

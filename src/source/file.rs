@@ -350,6 +350,7 @@ impl Out {
             source: Arc::from(SOURCE),
             events: std::mem::take(events),
             offset: Some(t.position()),
+            idempotent: None,
             done: Some(done),
         };
         tokio::select! {

@@ -4,8 +4,7 @@
 //! over `max_body`, 503 with `Retry-After` while the engine queue is full.
 //! A retried request with the same `Idempotency-Key` gets the first answer.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
@@ -17,26 +16,29 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Batch, EngineMsg, Ingest, now};
-
-/// How many idempotency keys are remembered.
-const IDEMPOTENCY_KEYS: usize = 100_000;
+use super::{Batch, EngineMsg, IdempotencyStore, Ingest, now};
+use crate::wal::Idempotent;
 
 pub struct HttpSource {
     pub ingest: Ingest,
     pub token: Option<String>,
     pub max_body: usize,
-    /// Answers of accepted requests by idempotency key (oldest evicted first).
-    answers: Mutex<(HashMap<String, (StatusCode, String)>, VecDeque<String>)>,
+    /// Answers of accepted requests by idempotency key (durable).
+    answers: Arc<IdempotencyStore>,
 }
 
 impl HttpSource {
-    pub fn new(ingest: Ingest, token: Option<String>, max_body: usize) -> Self {
+    pub fn new(
+        ingest: Ingest,
+        token: Option<String>,
+        max_body: usize,
+        answers: Arc<IdempotencyStore>,
+    ) -> Self {
         HttpSource {
             ingest,
             token,
             max_body,
-            answers: Mutex::new((HashMap::new(), VecDeque::new())),
+            answers,
         }
     }
 
@@ -44,23 +46,6 @@ impl HttpSource {
         Router::new()
             .route("/v1/events", post(ingest))
             .with_state(self)
-    }
-
-    fn remembered(&self, key: &str) -> Option<(StatusCode, String)> {
-        let g = self.answers.lock().unwrap_or_else(|p| p.into_inner());
-        g.0.get(key).cloned()
-    }
-
-    fn remember(&self, key: String, status: StatusCode, body: String) {
-        let mut g = self.answers.lock().unwrap_or_else(|p| p.into_inner());
-        if g.0.insert(key.clone(), (status, body)).is_none() {
-            g.1.push_back(key);
-            while g.1.len() > IDEMPOTENCY_KEYS {
-                if let Some(old) = g.1.pop_front() {
-                    g.0.remove(&old);
-                }
-            }
-        }
     }
 }
 
@@ -149,7 +134,8 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if let Some(k) = &idem_key {
-        if let Some((status, body)) = src.remembered(k) {
+        if let Some((status, body)) = src.answers.get(k) {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
             return json_response(status, body);
         }
     }
@@ -172,6 +158,12 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
         }
     }
     let accepted = events.len();
+    let status = if accepted > 0 {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let body = json!({"accepted": accepted, "rejected": rejected}).to_string();
     if accepted > 0 {
         src.ingest.metrics.received("http", accepted as u64);
         let (done, wait) = oneshot::channel();
@@ -179,6 +171,11 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
             source: Arc::from("http"),
             events,
             offset: None,
+            idempotent: idem_key.map(|key| Idempotent {
+                key,
+                status: status.as_u16(),
+                body: body.clone(),
+            }),
             done: Some(done),
         });
         match src.ingest.tx.try_send(msg) {
@@ -198,17 +195,6 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
         }
         if wait.await.is_err() {
             return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-        }
-    }
-    let status = if accepted > 0 {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::BAD_REQUEST
-    };
-    let body = json!({"accepted": accepted, "rejected": rejected}).to_string();
-    if let Some(k) = idem_key {
-        if accepted > 0 {
-            src.remember(k, status, body.clone());
         }
     }
     json_response(status, body)

@@ -42,9 +42,62 @@ pub struct Batch {
     pub events: Vec<Event>,
     /// For a file source: the position after the last line of the batch.
     pub offset: Option<FileOffset>,
-    /// Answered once the engine has taken the batch (and, with a write-ahead
-    /// log, once it is durable).
+    /// For an HTTP request with an `Idempotency-Key`: the key and the answer
+    /// the request gets, logged with the events.
+    pub idempotent: Option<crate::wal::Idempotent>,
+    /// Answered once the batch is in the write-ahead log (durable as the
+    /// fsync policy says) and taken by the engine.
     pub done: Option<oneshot::Sender<()>>,
+}
+
+/// How many idempotency keys are remembered.
+pub const IDEMPOTENCY_KEYS: usize = 100_000;
+
+/// Answers of accepted HTTP requests by idempotency key, the newest
+/// [`IDEMPOTENCY_KEYS`]; filled by the engine thread as it logs them, so the
+/// set survives crashes (log + checkpoint).
+#[derive(Default)]
+pub struct IdempotencyStore {
+    inner: std::sync::Mutex<(
+        std::collections::HashMap<String, (u16, String)>,
+        std::collections::VecDeque<String>,
+    )>,
+}
+
+impl IdempotencyStore {
+    pub fn get(&self, key: &str) -> Option<(u16, String)> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.get(key).cloned()
+    }
+
+    pub fn insert(&self, i: &crate::wal::Idempotent) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0
+            .insert(i.key.clone(), (i.status, i.body.clone()))
+            .is_none()
+        {
+            g.1.push_back(i.key.clone());
+            while g.1.len() > IDEMPOTENCY_KEYS {
+                if let Some(old) = g.1.pop_front() {
+                    g.0.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Oldest first.
+    pub fn list(&self) -> Vec<crate::wal::Idempotent> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.1.iter()
+            .filter_map(|k| {
+                g.0.get(k).map(|(status, body)| crate::wal::Idempotent {
+                    key: k.clone(),
+                    status: *status,
+                    body: body.clone(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// Messages to the engine thread.

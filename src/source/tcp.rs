@@ -130,6 +130,7 @@ async fn send(ingest: &Ingest, events: &mut Vec<crate::event::Event>) -> bool {
         source: Arc::from("tcp"),
         events: std::mem::take(events),
         offset: None,
+        idempotent: None,
         done: Some(done),
     };
     if ingest.tx.send(EngineMsg::Batch(batch)).await.is_err() {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::NewTimers;
 use crate::engine::key::Key;
+use crate::engine::snapshot::OpSnapshot;
 use crate::engine::{Match, Status};
 use crate::event::{Event, EventTime};
 use crate::lang::program::Absence;
@@ -38,6 +39,33 @@ fn alert(idx: usize, key: Key, status: Status, time: EventTime) -> Match {
 }
 
 impl AbsenceOp {
+    pub(super) fn snapshot(&self) -> OpSnapshot {
+        let mut keys: Vec<(String, i64, bool)> = self
+            .keys
+            .iter()
+            .map(|(k, s)| (k.to_string(), s.last.0, s.fired))
+            .collect();
+        keys.sort();
+        OpSnapshot::Absence { keys }
+    }
+
+    pub(super) fn restore(keys: &[(String, i64, bool)]) -> Self {
+        AbsenceOp {
+            keys: keys
+                .iter()
+                .map(|(k, last, fired)| {
+                    (
+                        Key::from(k.as_str()),
+                        KeyState {
+                            last: EventTime(*last),
+                            fired: *fired,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
     pub(super) fn key_count(&self) -> usize {
         self.keys.len()
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use super::Match;
 use super::expr::{Ctx, test};
 use super::key::{Key, key_of};
+use super::snapshot::OpSnapshot;
 use crate::event::{Event, EventTime};
 use crate::lang::program::{From, Rule, RuleKind};
 
@@ -34,6 +35,33 @@ impl Operator {
             RuleKind::Absence(_) => Operator::Absence(absence::AbsenceOp::default()),
             RuleKind::Sequence(s) => Operator::Sequence(sequence::SequenceOp::new(s)),
         }
+    }
+
+    pub(super) fn snapshot(&self) -> OpSnapshot {
+        match self {
+            Operator::Filter(_) => OpSnapshot::Filter,
+            Operator::Threshold(o) => o.snapshot(),
+            Operator::Absence(o) => o.snapshot(),
+            Operator::Sequence(o) => o.snapshot(),
+        }
+    }
+
+    /// Rebuilds an operator of `rule` from a snapshot; `None` when the
+    /// snapshot does not fit the rule's kind or cannot be read.
+    pub(super) fn restore(rule: &Rule, snap: &OpSnapshot) -> Option<Self> {
+        Some(match (&rule.kind, snap) {
+            (RuleKind::Filter(_), OpSnapshot::Filter) => Operator::Filter(filter::Filter),
+            (RuleKind::Absence(_), OpSnapshot::Absence { keys }) => {
+                Operator::Absence(absence::AbsenceOp::restore(keys))
+            }
+            (RuleKind::Threshold(_), OpSnapshot::Threshold { keys }) => {
+                Operator::Threshold(threshold::ThresholdOp::restore(keys))
+            }
+            (RuleKind::Sequence(s), OpSnapshot::Sequence { next_seq, keys }) => {
+                Operator::Sequence(sequence::SequenceOp::restore(s, *next_seq, keys)?)
+            }
+            _ => return None,
+        })
     }
 
     pub(super) fn key_count(&self) -> usize {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use super::NewTimers;
 use crate::engine::expr::{Ctx, StepView, test};
 use crate::engine::key::Key;
+use crate::engine::snapshot::{CandidateSnap, EventSnap, OpSnapshot, SequenceKeySnap};
 use crate::engine::{Match, Status};
 use crate::event::{Event, EventTime};
 use crate::lang::program::{Sequence, Step};
@@ -90,6 +91,85 @@ impl SequenceOp {
 
     pub(super) fn key_count(&self) -> usize {
         self.keys.len()
+    }
+
+    pub(super) fn snapshot(&self) -> OpSnapshot {
+        let mut keys: Vec<(String, SequenceKeySnap)> = self
+            .keys
+            .iter()
+            .map(|(k, st)| {
+                let snap = SequenceKeySnap {
+                    buf: st
+                        .buf
+                        .iter()
+                        .map(|e| (e.seq, EventSnap::of(&e.ev)))
+                        .collect(),
+                    candidates: st
+                        .candidates
+                        .iter()
+                        .map(|c| CandidateSnap {
+                            deadline: c.deadline.0,
+                            p_seq: c.p_seq,
+                            first_seq: c.first_seq,
+                            bound: c
+                                .bound
+                                .iter()
+                                .map(|evs| evs.iter().map(|e| EventSnap::of(e)).collect())
+                                .collect(),
+                        })
+                        .collect(),
+                    consumed: st.consumed,
+                    cleanup_at: st.cleanup_at.map(|t| t.0),
+                };
+                (k.to_string(), snap)
+            })
+            .collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        OpSnapshot::Sequence {
+            next_seq: self.next_seq,
+            keys,
+        }
+    }
+
+    /// Rebuilds the state; `None` if a stored event no longer parses.
+    pub(super) fn restore(
+        seq: &Sequence,
+        next_seq: u64,
+        keys: &[(String, SequenceKeySnap)],
+    ) -> Option<Self> {
+        let mut op = SequenceOp::new(seq);
+        op.next_seq = next_seq;
+        for (k, snap) in keys {
+            let mut st = KeyState {
+                consumed: snap.consumed,
+                cleanup_at: snap.cleanup_at.map(EventTime),
+                ..KeyState::default()
+            };
+            for (seq_no, ev) in &snap.buf {
+                st.buf.push_back(Entry {
+                    seq: *seq_no,
+                    ev: ev.restore()?,
+                });
+            }
+            for c in &snap.candidates {
+                let mut bound = Vec::with_capacity(c.bound.len());
+                for evs in &c.bound {
+                    bound.push(
+                        evs.iter()
+                            .map(EventSnap::restore)
+                            .collect::<Option<Vec<_>>>()?,
+                    );
+                }
+                st.candidates.push(Candidate {
+                    deadline: EventTime(c.deadline),
+                    p_seq: c.p_seq,
+                    first_seq: c.first_seq,
+                    bound,
+                });
+            }
+            op.keys.insert(Key::from(k.as_str()), st);
+        }
+        Some(op)
     }
 
     pub(super) fn on_event(

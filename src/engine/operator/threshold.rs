@@ -15,6 +15,7 @@ use super::NewTimers;
 use crate::engine::aggregate::{Args, compute};
 use crate::engine::expr::{Ctx, eval, test};
 use crate::engine::key::Key;
+use crate::engine::snapshot::{OpSnapshot, ThresholdKeySnap};
 use crate::engine::{Match, Status};
 use crate::event::{Event, EventTime};
 use crate::lang::program::{Threshold, Window};
@@ -46,6 +47,66 @@ impl ThresholdOp {
 
     pub(super) fn key_count(&self) -> usize {
         self.keys.len()
+    }
+
+    pub(super) fn snapshot(&self) -> OpSnapshot {
+        let rows = |r: &[Args]| -> Vec<Vec<Value>> { r.iter().map(|a| a.to_vec()).collect() };
+        let mut keys: Vec<(String, ThresholdKeySnap)> = self
+            .keys
+            .iter()
+            .map(|(k, st)| {
+                let snap = match st {
+                    KeyState::Sliding { rows, on } => ThresholdKeySnap::Sliding {
+                        rows: rows.iter().map(|(t, a)| (t.0, a.to_vec())).collect(),
+                        on: *on,
+                    },
+                    KeyState::Hopping(w) => ThresholdKeySnap::Hopping {
+                        windows: w.iter().map(|(s, r)| (s.0, rows(r))).collect(),
+                    },
+                    KeyState::Session {
+                        start,
+                        last,
+                        rows: r,
+                    } => ThresholdKeySnap::Session {
+                        start: start.0,
+                        last: last.0,
+                        rows: rows(r),
+                    },
+                };
+                (k.to_string(), snap)
+            })
+            .collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        OpSnapshot::Threshold { keys }
+    }
+
+    pub(super) fn restore(keys: &[(String, ThresholdKeySnap)]) -> Self {
+        let args = |v: &[Value]| -> Args { v.to_vec().into_boxed_slice() };
+        ThresholdOp {
+            keys: keys
+                .iter()
+                .map(|(k, snap)| {
+                    let st = match snap {
+                        ThresholdKeySnap::Sliding { rows, on } => KeyState::Sliding {
+                            rows: rows.iter().map(|(t, a)| (EventTime(*t), args(a))).collect(),
+                            on: *on,
+                        },
+                        ThresholdKeySnap::Hopping { windows } => KeyState::Hopping(
+                            windows
+                                .iter()
+                                .map(|(s, r)| (EventTime(*s), r.iter().map(|a| args(a)).collect()))
+                                .collect(),
+                        ),
+                        ThresholdKeySnap::Session { start, last, rows } => KeyState::Session {
+                            start: EventTime(*start),
+                            last: EventTime(*last),
+                            rows: rows.iter().map(|a| args(a)).collect(),
+                        },
+                    };
+                    (Key::from(k.as_str()), st)
+                })
+                .collect(),
+        }
     }
 
     pub(super) fn on_event(

@@ -1,0 +1,106 @@
+//! Explicit, versioned snapshot structs of the engine's state, for
+//! checkpoints. Internal types never derive `Serialize`; each operator
+//! converts its state to and from these.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::event::{Event, EventTime};
+
+/// An event as stored: its stream, time and input text (fields are parsed
+/// again from the text on restore).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventSnap {
+    pub stream: String,
+    pub time: i64,
+    pub raw: String,
+}
+
+impl EventSnap {
+    pub fn of(ev: &Event) -> Self {
+        EventSnap {
+            stream: ev.stream.clone(),
+            time: ev.time.0,
+            raw: ev.raw.to_string(),
+        }
+    }
+
+    pub fn restore(&self) -> Option<Arc<Event>> {
+        let fields: Value = serde_json::from_str(&self.raw).ok()?;
+        Some(Arc::new(Event {
+            stream: self.stream.clone(),
+            time: EventTime(self.time),
+            fields,
+            raw: self.raw.clone().into_boxed_str(),
+        }))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineSnapshot {
+    pub rules: Vec<RuleSnapshot>,
+}
+
+/// One rule's state; restored only into a rule with the same name and text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleSnapshot {
+    pub name: String,
+    pub source: String,
+    pub state: OpSnapshot,
+    /// Pending timers: (instant, key).
+    pub timers: Vec<(i64, String)>,
+    pub matches: u64,
+    pub key_missing: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OpSnapshot {
+    Filter,
+    Absence {
+        /// (key, last event time, fired)
+        keys: Vec<(String, i64, bool)>,
+    },
+    Threshold {
+        keys: Vec<(String, ThresholdKeySnap)>,
+    },
+    Sequence {
+        next_seq: u64,
+        keys: Vec<(String, SequenceKeySnap)>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "window", rename_all = "snake_case")]
+pub enum ThresholdKeySnap {
+    Sliding {
+        rows: Vec<(i64, Vec<Value>)>,
+        on: bool,
+    },
+    Hopping {
+        windows: Vec<(i64, Vec<Vec<Value>>)>,
+    },
+    Session {
+        start: i64,
+        last: i64,
+        rows: Vec<Vec<Value>>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SequenceKeySnap {
+    pub buf: Vec<(u64, EventSnap)>,
+    pub candidates: Vec<CandidateSnap>,
+    pub consumed: u64,
+    pub cleanup_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CandidateSnap {
+    pub deadline: i64,
+    pub p_seq: u64,
+    pub first_seq: u64,
+    pub bound: Vec<Vec<EventSnap>>,
+}

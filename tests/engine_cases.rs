@@ -1,0 +1,123 @@
+//! Hand-computed engine cases (`tests/cases/*.yaml`, rule files in
+//! `tests/cases/rules/`): every expected alert list was worked out from the
+//! spec text (`rule-language.md`), not copied from the binary. The whole set
+//! runs through one `tocsin test` call, which must exit 0.
+//!
+//! Also checks the `tocsin test` contract itself (daemon.md section 6): a
+//! wrong expectation exits 1 with a readable expected/actual diff, and a
+//! malformed test file exits 2 naming the file and the line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn tocsin_test(files: &[PathBuf], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tocsin"))
+        .arg("test")
+        .args(files)
+        .current_dir(dir)
+        .output()
+        .expect("run tocsin test")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn every_hand_computed_case_passes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("tests/cases exists")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 40, "only {} cases found", files.len());
+    let out = tocsin_test(&files, &root);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "tocsin test failed on tests/cases:\n{}",
+        text(&out)
+    );
+}
+
+const RULES: &str = "rule r {\n    from a\n}\n";
+
+#[test]
+fn wrong_expectation_exits_1_with_a_diff() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("r.rules"), RULES).unwrap();
+    let case = dir.path().join("wrong.yaml");
+    // One alert at 1s is produced; the test claims 2s.
+    std::fs::write(
+        &case,
+        "rules: r.rules\n\
+         max_delay: 0s\n\
+         events:\n  - {type: a, ts: 1000}\n\
+         expect:\n  - {rule: r, status: firing, time: \"1970-01-01T00:00:02Z\"}\n",
+    )
+    .unwrap();
+    let out = tocsin_test(&[case], dir.path());
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "output:\n{all}");
+    assert!(
+        all.contains("- expected"),
+        "no `- expected` line in:\n{all}"
+    );
+    assert!(all.contains("+ actual"), "no `+ actual` line in:\n{all}");
+    assert!(all.contains("00:00:02"), "expected alert not shown:\n{all}");
+    assert!(all.contains("00:00:01"), "actual alert not shown:\n{all}");
+}
+
+#[test]
+fn right_expectation_in_a_temp_file_exits_0() {
+    // The control for the test above: the same file with the right time passes.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("r.rules"), RULES).unwrap();
+    let case = dir.path().join("right.yaml");
+    std::fs::write(
+        &case,
+        "rules: r.rules\n\
+         max_delay: 0s\n\
+         events:\n  - {type: a, ts: 1000}\n\
+         expect:\n  - {rule: r, status: firing, time: \"1970-01-01T00:00:01Z\"}\n",
+    )
+    .unwrap();
+    let out = tocsin_test(&[case], dir.path());
+    assert_eq!(out.status.code(), Some(0), "output:\n{}", text(&out));
+}
+
+#[test]
+fn malformed_test_file_exits_2_naming_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("r.rules"), RULES).unwrap();
+    let case = dir.path().join("malformed.yaml");
+    // Line 3 holds a key the format does not have.
+    std::fs::write(
+        &case,
+        "rules: r.rules\n\
+         max_delay: 0s\n\
+         expectations: []\n\
+         events:\n  - {type: a, ts: 1000}\n\
+         expect: []\n",
+    )
+    .unwrap();
+    let out = tocsin_test(&[case], dir.path());
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "output:\n{all}");
+    assert!(all.contains("malformed.yaml"), "file not named in:\n{all}");
+    assert!(
+        all.contains("malformed.yaml:3:") || all.contains("line 3"),
+        "line 3 not named in:\n{all}"
+    );
+    assert!(
+        all.contains("expectations"),
+        "unknown key not named in:\n{all}"
+    );
+}
