@@ -45,6 +45,10 @@ pub struct Durable {
     pub wal: Wal,
     /// Position of each tailed file after its last logged line.
     pub offsets: HashMap<String, FileOffset>,
+    /// LSN of the newest checkpoint before the last one. The log is cut only
+    /// behind it, so falling back to that checkpoint (when the newest is
+    /// corrupt) still finds every record it needs.
+    pub previous_checkpoint_lsn: u64,
 }
 
 pub fn run(
@@ -215,7 +219,8 @@ pub fn checkpoint(
     };
     match checkpoint::write(&settings.state_dir, &cp) {
         Ok(path) => {
-            durable.wal.truncate_before(lsn);
+            durable.wal.truncate_before(durable.previous_checkpoint_lsn);
+            durable.previous_checkpoint_lsn = lsn;
             let secs = started.elapsed().as_secs_f64();
             shared.metrics.checkpoint_seconds.set(secs);
             shared.set_last_checkpoint(cp.written_at);

@@ -99,7 +99,11 @@ pub fn recover(
         tracing::info!(batches = replayed_batches, "Write-ahead log replayed");
     }
     Ok(Recovered {
-        durable: Durable { wal, offsets },
+        durable: Durable {
+            wal,
+            offsets,
+            previous_checkpoint_lsn: from,
+        },
         replayed_batches,
         restored_rules,
     })

@@ -315,17 +315,16 @@ impl Lane {
     /// The head record is done (sent, refused, or unreadable).
     fn settle(&self, seq: u64, outcome: Outcome) {
         self.count(outcome, 1);
-        let removed = {
+        let (removed, pending) = {
             let mut store = self.lock();
             let removed = store.remove_front(seq);
             (removed, store.len())
         };
-        match removed {
-            (Ok(_), pending) => self.set_pending(pending),
-            (Err(e), pending) => {
-                self.set_pending(pending);
-                tracing::error!(channel = %self.name, error = %e, "Cannot update the outbox cursor.");
-            }
+        self.set_pending(pending);
+        if let Err(e) = removed {
+            // The record is out of the queue; a stale cursor on disk only
+            // means it may be sent again after a restart.
+            tracing::error!(channel = %self.name, error = %e, "Cannot update the outbox cursor.");
         }
     }
 

@@ -115,7 +115,11 @@ impl Daemon {
     /// Writes `config` (with `{port}` and `{dir}` replaced) and `rules` into
     /// `dir`, starts `tocsin run`, waits for `/readyz`.
     pub fn start(dir: &Path, config: &str, envs: &[(&str, &str)]) -> Daemon {
-        let port = free_port();
+        Self::start_on(dir, config, envs, free_port())
+    }
+
+    /// As [`Daemon::start`], on a given port (to restart on the same one).
+    pub fn start_on(dir: &Path, config: &str, envs: &[(&str, &str)], port: u16) -> Daemon {
         let config = config
             .replace("{port}", &port.to_string())
             .replace("{dir}", &dir.display().to_string());
