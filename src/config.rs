@@ -298,10 +298,10 @@ impl Config {
             }
         }
         for s in &mut cfg.sources {
-            if let SourceConfig::File { path, .. } = s {
-                if Path::new(path).is_relative() {
-                    *path = base.join(&*path).display().to_string();
-                }
+            if let SourceConfig::File { path, .. } = s
+                && Path::new(path).is_relative()
+            {
+                *path = base.join(&*path).display().to_string();
             }
         }
         Ok(cfg)

@@ -111,10 +111,10 @@ fn check_example(dir: &Path, file: &str) -> Vec<String> {
                     };
                     problems.push(format!("no error reported at {at}"));
                 }
-                if let Some(w) = &e.word {
-                    if !stdout.contains(w.as_str()) {
-                        problems.push(format!("the word `{w}` is not in the output"));
-                    }
+                if let Some(w) = &e.word
+                    && !stdout.contains(w.as_str())
+                {
+                    problems.push(format!("the word `{w}` is not in the output"));
                 }
             }
         }

@@ -175,10 +175,10 @@ fn edit() -> impl Strategy<Value = Edit> {
     // Positions are taken modulo the length at apply time.
     let at = any::<usize>();
     prop_oneof![
-        (at.clone(), 1usize..8).prop_map(|(at, len)| Edit::Delete { at, len }),
-        (at.clone(), any::<u8>()).prop_map(|(at, byte)| Edit::InsertByte { at, byte }),
-        (at.clone(), any::<u8>()).prop_map(|(at, byte)| Edit::ReplaceByte { at, byte }),
-        (at.clone(), 0..TOKENS.len()).prop_map(|(at, token)| Edit::InsertToken { at, token }),
+        (at, 1usize..8).prop_map(|(at, len)| Edit::Delete { at, len }),
+        (at, any::<u8>()).prop_map(|(at, byte)| Edit::InsertByte { at, byte }),
+        (at, any::<u8>()).prop_map(|(at, byte)| Edit::ReplaceByte { at, byte }),
+        (at, 0..TOKENS.len()).prop_map(|(at, token)| Edit::InsertToken { at, token }),
         (at, 1usize..6, 0..TOKENS.len()).prop_map(|(at, len, token)| Edit::ReplaceWithToken {
             at,
             len,

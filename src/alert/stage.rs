@@ -143,11 +143,11 @@ impl AlertStage {
     /// Turns a match into an alert, or `None` when throttled.
     pub fn process(&mut self, m: Match) -> Option<Alert> {
         let rule = self.rules[m.rule].clone();
-        if let Some(d) = rule.throttle_ms {
-            if !self.admit(m.rule, &m.key, m.status, m.time, d) {
-                self.stats.throttled[m.rule] += 1;
-                return None;
-            }
+        if let Some(d) = rule.throttle_ms
+            && !self.admit(m.rule, &m.key, m.status, m.time, d)
+        {
+            self.stats.throttled[m.rule] += 1;
+            return None;
         }
         let id = alert_id(&rule.name, &m.key, m.status, m.time, m.window.map(|w| w.0));
         let message = self.render(&rule, &m);

@@ -86,10 +86,10 @@ pub async fn watch(shared: Arc<Shared>, cancel: CancellationToken) {
     use notify::{RecursiveMode, Watcher};
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            if !ev.kind.is_access() {
-                let _ = tx.try_send(());
-            }
+        if let Ok(ev) = res
+            && !ev.kind.is_access()
+        {
+            let _ = tx.try_send(());
         }
     });
     let mut watcher = match watcher {

@@ -47,18 +47,18 @@ pub fn parse_file(file: FileId, text: &str) -> (Vec<Decl>, Vec<Diagnostic>) {
                 // Parse what came before the error again, up to the last
                 // declaration boundary, to keep its declarations.
                 let good_end = last_boundary_before(text, start, at);
-                if good_end > start {
-                    if let Ok(mut pairs) = TocsinParser::parse(Rule::file, &text[start..good_end]) {
-                        let mut cx = Cx {
-                            file,
-                            base: start,
-                            diags: &mut diags,
-                        };
-                        if let Some(f) = pairs.next() {
-                            for p in f.into_inner() {
-                                if let Some(d) = cx.decl(p) {
-                                    decls.push(d);
-                                }
+                if good_end > start
+                    && let Ok(mut pairs) = TocsinParser::parse(Rule::file, &text[start..good_end])
+                {
+                    let mut cx = Cx {
+                        file,
+                        base: start,
+                        diags: &mut diags,
+                    };
+                    if let Some(f) = pairs.next() {
+                        for p in f.into_inner() {
+                            if let Some(d) = cx.decl(p) {
+                                decls.push(d);
                             }
                         }
                     }

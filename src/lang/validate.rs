@@ -60,15 +60,14 @@ pub fn compile(
     // Every let body is checked once on its own (recursion, unknown names).
     for (_, decls) in files {
         for d in decls {
-            if let Decl::Let(l) = d {
-                if v.lets
+            if let Decl::Let(l) = d
+                && v.lets
                     .get(&l.name.node)
                     .is_some_and(|x| std::ptr::eq(*x, l))
-                {
-                    let mut stack = vec![l.name.node.clone()];
-                    let mut cx = ExprCx::new(Mode::Let);
-                    v.expr(&l.body, &mut cx, &mut stack);
-                }
+            {
+                let mut stack = vec![l.name.node.clone()];
+                let mut cx = ExprCx::new(Mode::Let);
+                v.expr(&l.body, &mut cx, &mut stack);
             }
         }
     }
@@ -292,15 +291,11 @@ impl<'a> Validator<'a> {
                 }
                 ClauseKind::Notify(ns) => {
                     for n in ns {
-                        if let Some(chs) = &self.opts.channels {
-                            if !chs.contains(&n.node) {
-                                let hint = did_you_mean(&n.node, chs.iter().map(String::as_str));
-                                self.err_hint(
-                                    n.span,
-                                    format!("unknown channel `{}`", n.node),
-                                    hint,
-                                );
-                            }
+                        if let Some(chs) = &self.opts.channels
+                            && !chs.contains(&n.node)
+                        {
+                            let hint = did_you_mean(&n.node, chs.iter().map(String::as_str));
+                            self.err_hint(n.span, format!("unknown channel `{}`", n.node), hint);
                         }
                         notify.push(n.node.clone());
                     }
@@ -315,18 +310,18 @@ impl<'a> Validator<'a> {
                 _ => {}
             }
         }
-        if let Some(c) = get("key") {
-            if let ClauseKind::Key(exprs) = &c.kind {
-                let mut names = HashSet::new();
-                for e in exprs {
-                    let name = canonical_text(self.text(e.span));
-                    if !names.insert(name.clone()) {
-                        self.err(e.span, format!("duplicate key `{name}`"));
-                    }
-                    let mut cx = ExprCx::new(Mode::Plain);
-                    let expr = self.expr(e, &mut cx, &mut Vec::new());
-                    key.push(KeyExpr { name, expr });
+        if let Some(c) = get("key")
+            && let ClauseKind::Key(exprs) = &c.kind
+        {
+            let mut names = HashSet::new();
+            for e in exprs {
+                let name = canonical_text(self.text(e.span));
+                if !names.insert(name.clone()) {
+                    self.err(e.span, format!("duplicate key `{name}`"));
                 }
+                let mut cx = ExprCx::new(Mode::Plain);
+                let expr = self.expr(e, &mut cx, &mut Vec::new());
+                key.push(KeyExpr { name, expr });
             }
         }
 
@@ -630,23 +625,24 @@ impl<'a> Validator<'a> {
 
     /// The right of `in`: a bare name must be a declared list.
     fn in_rhs(&mut self, rhs: &'a Expr, cx: &mut ExprCx<'a>, lets: &mut Vec<String>) -> CExpr {
-        if let ExprKind::Path(p) = &rhs.node {
-            if !p.head_backticked && p.segments.is_empty() {
-                return match self.lists.get(&p.head.node) {
-                    Some(list) => CExpr::Lit(list.clone()),
-                    None => {
-                        let hint = did_you_mean(&p.head.node, self.lists.keys().map(String::as_str))
+        if let ExprKind::Path(p) = &rhs.node
+            && !p.head_backticked
+            && p.segments.is_empty()
+        {
+            return match self.lists.get(&p.head.node) {
+                Some(list) => CExpr::Lit(list.clone()),
+                None => {
+                    let hint = did_you_mean(&p.head.node, self.lists.keys().map(String::as_str))
                             .or_else(|| {
                                 Some(format!(
                                     "declare it with `list {} = [...]`, or write `` `{}` `` for an array field",
                                     p.head.node, p.head.node
                                 ))
                             });
-                        self.err_hint(p.head.span, format!("unknown list `{}`", p.head.node), hint);
-                        CExpr::Lit(Value::Null)
-                    }
-                };
-            }
+                    self.err_hint(p.head.span, format!("unknown list `{}`", p.head.node), hint);
+                    CExpr::Lit(Value::Null)
+                }
+            };
         }
         self.expr(rhs, cx, lets)
     }

@@ -133,11 +133,11 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if let Some(k) = &idem_key {
-        if let Some((status, body)) = src.answers.get(k) {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
-            return json_response(status, body);
-        }
+    if let Some(k) = &idem_key
+        && let Some((status, body)) = src.answers.get(k)
+    {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
+        return json_response(status, body);
     }
     let bytes = match axum::body::to_bytes(body, src.max_body).await {
         Ok(b) => b,

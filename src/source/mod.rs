@@ -56,12 +56,15 @@ pub const IDEMPOTENCY_KEYS: usize = 100_000;
 /// Answers of accepted HTTP requests by idempotency key, the newest
 /// [`IDEMPOTENCY_KEYS`]; filled by the engine thread as it logs them, so the
 /// set survives crashes (log + checkpoint).
+/// Answers by key, and the keys oldest first (for eviction).
+type Answers = (
+    std::collections::HashMap<String, (u16, String)>,
+    std::collections::VecDeque<String>,
+);
+
 #[derive(Default)]
 pub struct IdempotencyStore {
-    inner: std::sync::Mutex<(
-        std::collections::HashMap<String, (u16, String)>,
-        std::collections::VecDeque<String>,
-    )>,
+    inner: std::sync::Mutex<Answers>,
 }
 
 impl IdempotencyStore {

@@ -26,6 +26,9 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 /// Largest record accepted when reading (a longer length field is corruption).
 const MAX_RECORD: u32 = 1 << 30;
 
+/// Records to replay, with their LSNs, in order.
+pub type Replay = Vec<(u64, Record)>;
+
 /// When appended records are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
@@ -98,7 +101,8 @@ fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 
 /// Reads the valid records of one segment; returns them and the byte length
 /// of the valid prefix.
-fn read_segment(path: &Path) -> io::Result<(Vec<(u64, Record)>, u64, bool)> {
+/// Also says whether a torn or corrupt record ended it.
+fn read_segment(path: &Path) -> io::Result<(Replay, u64, bool)> {
     let mut r = BufReader::new(File::open(path)?);
     let mut out = Vec::new();
     let mut good: u64 = 0;
@@ -159,7 +163,7 @@ impl Wal {
         state_dir: &Path,
         policy: FsyncPolicy,
         from: u64,
-    ) -> Result<(Wal, Vec<(u64, Record)>), WalError> {
+    ) -> Result<(Wal, Replay), WalError> {
         let dir = state_dir.join("wal");
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let segs = segments(&dir).map_err(io_err(&dir))?;
@@ -301,10 +305,11 @@ impl Wal {
         };
         for (i, (_, path)) in segs.iter().enumerate() {
             let next_start = segs.get(i + 1).map(|s| s.0);
-            if next_start.is_some_and(|n| n <= lsn) && *path != self.path {
-                if let Err(e) = fs::remove_file(path) {
-                    tracing::warn!(segment = %path.display(), error = %e, "Cannot remove an old log segment");
-                }
+            if next_start.is_some_and(|n| n <= lsn)
+                && *path != self.path
+                && let Err(e) = fs::remove_file(path)
+            {
+                tracing::warn!(segment = %path.display(), error = %e, "Cannot remove an old log segment");
             }
         }
         if self.seg_bytes >= SEGMENT_BYTES / 4 && self.next_lsn == lsn {

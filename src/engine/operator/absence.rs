@@ -99,11 +99,12 @@ impl AbsenceOp {
         key: &Key,
         out: &mut Vec<Match>,
     ) {
-        if let Some(st) = self.keys.get_mut(key) {
-            if !st.fired && st.last.saturating_add(rule.duration) == at {
-                st.fired = true;
-                out.push(alert(idx, key.clone(), Status::Firing, at));
-            }
+        if let Some(st) = self.keys.get_mut(key)
+            && !st.fired
+            && st.last.saturating_add(rule.duration) == at
+        {
+            st.fired = true;
+            out.push(alert(idx, key.clone(), Status::Firing, at));
         }
     }
 }

@@ -257,12 +257,12 @@ impl SequenceOp {
             self.keys.remove(&key);
             return;
         }
-        if st.cleanup_at.is_none() {
-            if let Some(last) = st.buf.back() {
-                let at = last.ev.time.saturating_add(seq.within);
-                st.cleanup_at = Some(at);
-                timers.push((at, key));
-            }
+        if st.cleanup_at.is_none()
+            && let Some(last) = st.buf.back()
+        {
+            let at = last.ev.time.saturating_add(seq.within);
+            st.cleanup_at = Some(at);
+            timers.push((at, key));
         }
     }
 
@@ -449,10 +449,10 @@ impl Search<'_> {
                     if pi == 0 && self.time(i) < self.lo_time {
                         continue;
                     }
-                    if let Some(l) = lower {
-                        if self.neg_blocked(pi, l, i) {
-                            continue;
-                        }
+                    if let Some(l) = lower
+                        && self.neg_blocked(pi, l, i)
+                    {
+                        continue;
                     }
                     if !self.qualifies(s, i) {
                         continue;
@@ -474,10 +474,10 @@ impl Search<'_> {
                 if set.last() != Some(&self.end) || set.len() as u64 != n {
                     return false;
                 }
-                if let Some(l) = lower {
-                    if self.neg_blocked(pi, l, set[0]) {
-                        return false;
-                    }
+                if let Some(l) = lower
+                    && self.neg_blocked(pi, l, set[0])
+                {
+                    return false;
                 }
                 self.binds[s] = Some(Bind::Many(set));
                 true
@@ -501,10 +501,10 @@ impl Search<'_> {
                     if (set.len() as u64) < n {
                         continue;
                     }
-                    if let Some(l) = lower {
-                        if self.neg_blocked(pi, l, set[0]) {
-                            continue;
-                        }
+                    if let Some(l) = lower
+                        && self.neg_blocked(pi, l, set[0])
+                    {
+                        continue;
                     }
                     let last_of_set = set[set.len() - 1];
                     self.binds[s] = Some(Bind::Many(set));

@@ -171,11 +171,12 @@ impl ThresholdOp {
                 let mut k = (t_ms - size).div_euclid(every) + 1;
                 while k <= k_max {
                     let start = k * every;
-                    if let (Ok(s), Ok(e)) = (i64::try_from(start), i64::try_from(start + size)) {
-                        if start <= t_ms && t_ms < start + size {
-                            windows.entry(EventTime(s)).or_default().push(args.clone());
-                            timers.push((EventTime(e), key.clone()));
-                        }
+                    if let (Ok(s), Ok(e)) = (i64::try_from(start), i64::try_from(start + size))
+                        && start <= t_ms
+                        && t_ms < start + size
+                    {
+                        windows.entry(EventTime(s)).or_default().push(args.clone());
+                        timers.push((EventTime(e), key.clone()));
                     }
                     k += 1;
                 }
@@ -245,15 +246,15 @@ impl ThresholdOp {
                 }
                 drop_key = windows.is_empty();
             }
-            (KeyState::Session { start, last, rows }, Window::Session { gap }) => {
-                if last.saturating_add(gap) == at {
-                    let vals = compute(&t.aggs, rows.iter());
-                    if test(&t.when, &Ctx::aggregates(&vals)) {
-                        let w = Some((*start, at));
-                        out.push(alert(idx, t, key.clone(), Status::Firing, at, vals, w));
-                    }
-                    drop_key = true;
+            (KeyState::Session { start, last, rows }, Window::Session { gap })
+                if last.saturating_add(gap) == at =>
+            {
+                let vals = compute(&t.aggs, rows.iter());
+                if test(&t.when, &Ctx::aggregates(&vals)) {
+                    let w = Some((*start, at));
+                    out.push(alert(idx, t, key.clone(), Status::Firing, at, vals, w));
                 }
+                drop_key = true;
             }
             _ => {}
         }
