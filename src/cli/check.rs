@@ -27,11 +27,27 @@ pub enum Format {
 }
 
 pub fn run(args: CheckArgs) -> ExitCode {
-    let opts = Options::default();
-    let locations = if args.rules.is_empty() {
-        vec![super::default_rules()]
-    } else {
+    let mut opts = Options::default();
+    let mut config_rules = None;
+    if let Some(path) = &args.config {
+        match crate::config::Config::load(path) {
+            Ok(cfg) => {
+                opts.channels = Some(cfg.channel_names());
+                config_rules = Some(cfg.rules.clone());
+            }
+            Err(e) => {
+                println!("{e}");
+                eprintln!("1 error(s) in the configuration");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let locations = if !args.rules.is_empty() {
         args.rules.clone()
+    } else if let Some(r) = config_rules {
+        vec![r]
+    } else {
+        vec![super::default_rules()]
     };
     let loaded = match lang::load_locations(&locations, &opts) {
         Ok(l) => l,
