@@ -373,3 +373,37 @@ fn unknown_config_key_is_fatal_with_its_line() {
         "{err}"
     );
 }
+
+#[test]
+fn a_tailed_file_is_followed_across_rotation() {
+    let dir = setup(FILTER);
+    let log = dir.path().join("app.ndjson");
+    std::fs::write(&log, "{\"type\":\"auth\",\"ts\":1000,\"user\":\"root\"}\n").unwrap();
+    let src = format!(
+        "  - kind: file\n    path: {}/*.ndjson\n    start_at: beginning",
+        dir.path().display()
+    );
+    let d = Daemon::start(dir.path(), &config(&src, ""), &[]);
+    // Rotation: rename, then a new file at the same path.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    f.write_all(b"{\"type\":\"auth\",\"ts\":2000,\"user\":\"root\"}\n")
+        .unwrap();
+    drop(f);
+    std::fs::rename(&log, dir.path().join("app.ndjson.1")).unwrap();
+    std::fs::write(&log, "{\"type\":\"auth\",\"ts\":3000,\"user\":\"root\"}\n{\"type\":\"auth\",\"ts\":4000,\"user\":\"x\"}\n").unwrap();
+    let alerts = alerts_of(&d, 3);
+    let times: Vec<&str> = alerts.iter().filter_map(|a| a["time"].as_str()).collect();
+    assert_eq!(
+        times,
+        [
+            "1970-01-01T00:00:01.000Z",
+            "1970-01-01T00:00:02.000Z",
+            "1970-01-01T00:00:03.000Z"
+        ]
+    );
+    let m = get(d.port, "/metrics").body;
+    assert!(
+        m.contains("tocsin_events_received_total{source=\"file\"} 4"),
+        "{m}"
+    );
+}
