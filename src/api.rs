@@ -1,6 +1,6 @@
 //! The admin HTTP API (daemon.md section 3): `/healthz`, `/readyz`,
 //! `/metrics`, and behind the admin token `/v1/rules`, `/v1/alerts`,
-//! `/v1/reload`.
+//! `/v1/reload` and the web console ([`crate::console`], at `/`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,7 +30,11 @@ pub fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
         .route("/v1/rules", get(rules))
         .route("/v1/alerts", get(alerts))
         .route("/v1/reload", post(reload_now))
-        .with_state(Api { shared, token })
+        .with_state(Api {
+            shared: shared.clone(),
+            token: token.clone(),
+        })
+        .merge(crate::console::router(shared, token))
 }
 
 fn json_ok(status: StatusCode, body: String) -> Response {

@@ -160,6 +160,11 @@ fn read_one(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
         path: path.display().to_string(),
         source,
     })?;
+    parse(path, &bytes)
+}
+
+/// Parses a checkpoint file's bytes; `Ok(None)` when it is corrupt.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<Option<Checkpoint>, CheckpointError> {
     let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
         return Ok(None);
     };

@@ -11,7 +11,8 @@
 //! - [`pipeline`]: sequencer → engine → alerts; shared by `run`, `replay`, `test`.
 //! - [`source`]: HTTP, TCP and file ingest → decoded batches (I/O, tokio).
 //! - [`outbox`], `channel`: durable alert delivery (I/O, tokio).
-//! - [`daemon`], [`api`]: wiring of `tocsin run`; the admin HTTP API.
+//! - [`daemon`], [`api`], [`console`]: wiring of `tocsin run`; the admin HTTP
+//!   API; the web console (server-rendered HTML on the admin listener).
 //! - [`config`], [`metrics`]: the YAML configuration; the contract's metrics.
 //! - [`cli`]: one file per command; the only place `anyhow` is used.
 //!
@@ -23,6 +24,7 @@ pub mod channel;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod decode;
 pub mod engine;

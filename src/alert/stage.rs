@@ -15,6 +15,9 @@ use crate::engine::{Key, Match, Status};
 use crate::event::EventTime;
 use crate::lang::program::Rule;
 
+/// Instructions a message template may run per alert.
+const TEMPLATE_FUEL: u64 = 50_000;
+
 #[derive(Debug, Clone, Default)]
 pub struct StageStats {
     /// Alerts produced, per rule and status (firing, resolved).
@@ -45,6 +48,10 @@ pub struct AlertStage {
 impl AlertStage {
     pub fn new(rules: &[Arc<Rule>]) -> Self {
         let mut env = Environment::new();
+        // Templates can neither load files (no loader) nor run for long:
+        // a render stops once it has spent its fuel.
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        env.set_recursion_limit(64);
         for r in rules {
             if let Some(m) = &r.message {
                 // Checked at load; a failure here leaves the raw template in use.
@@ -278,6 +285,52 @@ fn whole_numbers_as_integers(v: &Value) -> Value {
             _ => v.clone(),
         },
         _ => v.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Decoded, Decoder};
+    use crate::lang::{Options, load_texts};
+    use crate::pipeline::Pipeline;
+
+    fn message_of(template: &str) -> (String, u64) {
+        let text = format!("rule r {{ from a message \"{template}\" }}");
+        let l = load_texts(vec![("t.rules".into(), text)], &Options::default());
+        assert!(!l.has_errors(), "{}", l.render());
+        let mut p = Pipeline::new(&l.program, 0);
+        let mut alerts = Vec::new();
+        let Decoded::Event(ev) = Decoder::default().decode(br#"{"type":"a","ts":1,"v":2.0}"#, None)
+        else {
+            panic!("event");
+        };
+        p.push(ev, &mut alerts).unwrap();
+        p.finish(&mut alerts);
+        (alerts[0].message.clone(), p.stage().stats().template_errors)
+    }
+
+    #[test]
+    fn a_runaway_template_stops_and_the_raw_text_is_sent() {
+        let t = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+        let (msg, errors) = message_of(t);
+        assert_eq!(msg, t);
+        assert_eq!(errors, 1);
+    }
+
+    #[test]
+    fn templates_cannot_include_files() {
+        let t = "{% include '/etc/passwd' %}";
+        let (msg, errors) = message_of(t);
+        assert_eq!(msg, t);
+        assert_eq!(errors, 1);
+    }
+
+    #[test]
+    fn event_fields_render() {
+        let (msg, errors) = message_of("v={{ event.v }} rule={{ rule }}");
+        assert_eq!(msg, "v=2.0 rule=r");
+        assert_eq!(errors, 0);
     }
 }
 

@@ -2,6 +2,7 @@
 //! section 1; `anyhow` stops here.
 
 mod check;
+mod completions;
 mod replay;
 mod run;
 mod test;
@@ -37,6 +38,10 @@ pub enum Command {
     Test(test::TestArgs),
     /// Print version and build information.
     Version,
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff; `--dir` writes one page per command).
+    Manpage(completions::ManpageArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -66,6 +71,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Test(args) => test::run(args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Manpage(args) => completions::manpage(args),
         Command::Version => {
             println!("tocsin {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

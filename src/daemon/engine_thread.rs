@@ -118,6 +118,7 @@ pub fn run(
                             Ok(()) => accepted += 1,
                             Err(_) => {
                                 shared.metrics.events_late.inc();
+                                shared.count_late(&batch.source);
                                 late_log.write(&raw);
                             }
                         }
@@ -240,6 +241,7 @@ pub(super) fn deliver(alerts: &mut Vec<Alert>, shared: &Shared, outbox: &Outbox)
         if let Err(e) = outbox.submit(&a, channels) {
             tracing::error!(error = %e, alert = %a.id, "Cannot record alert in the outbox");
         }
+        shared.note_alert(&a.rule.name, a.time);
         shared.remember_alert(a.to_json());
     }
 }
@@ -294,9 +296,12 @@ fn publish(pipeline: &Pipeline, shared: &Shared, published: &mut HashMap<String,
             line: r.line,
             keys: keys[i] as u64,
             alerts: now_p.alerts[0] + now_p.alerts[1],
+            matches: now_p.matches,
+            rule: r.clone(),
         });
     }
     shared.set_rules_view(view);
+    shared.set_watermark(pipeline.watermark());
 }
 
 /// The optional late-event log: raw lines appended, rotated at a size cap.

@@ -62,6 +62,12 @@ pub struct RuleView {
     pub line: usize,
     pub keys: u64,
     pub alerts: u64,
+    /// Matches before throttling (console only).
+    #[serde(skip)]
+    pub matches: u64,
+    /// The loaded rule: severity, source text, labels (console only).
+    #[serde(skip)]
+    pub rule: Arc<crate::lang::program::Rule>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -80,7 +86,9 @@ pub struct Shared {
     pub default_notify: Vec<String>,
     /// Taken at shutdown: the engine thread stops once every sender is gone.
     engine_tx: Mutex<Option<mpsc::Sender<EngineMsg>>>,
-    recent: Mutex<VecDeque<String>>,
+    /// Alert JSON texts, oldest first; `Arc` so readers copy pointers, not
+    /// texts, while they hold the lock.
+    recent: Mutex<VecDeque<Arc<str>>>,
     rules: Mutex<Vec<RuleView>>,
     last_reload: Mutex<ReloadView>,
     /// Serializes reloads.
@@ -89,6 +97,16 @@ pub struct Shared {
     pub idempotency: Arc<crate::source::IdempotencyStore>,
     /// Wall-clock time (ms) of the last checkpoint, 0 before any.
     last_checkpoint: AtomicI64,
+    /// The outbox, for the console's delivery states and pending counts.
+    pub outbox: Arc<Outbox>,
+    /// The last rejected inputs per source (written by the sources).
+    pub rejects: Arc<crate::source::RejectSamples>,
+    /// Late events per source (the metric has no source label).
+    late: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// The engine's watermark in ms, `i64::MIN` before the first event.
+    watermark: AtomicI64,
+    /// Time of the newest alert of each rule.
+    last_alert: Mutex<std::collections::HashMap<String, crate::event::EventTime>>,
 }
 
 impl Shared {
@@ -97,13 +115,54 @@ impl Shared {
         if r.len() == RECENT_ALERTS {
             r.pop_front();
         }
-        r.push_back(json);
+        r.push_back(Arc::from(json));
     }
 
     /// The most recent alerts, newest first.
     pub fn recent_alerts(&self, limit: usize) -> Vec<String> {
         let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        r.iter().rev().take(limit).cloned().collect()
+        r.iter().rev().take(limit).map(|a| a.to_string()).collect()
+    }
+
+    /// Every remembered alert's JSON text, newest first (shared, not copied).
+    pub fn recent_alert_texts(&self) -> Vec<Arc<str>> {
+        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        r.iter().rev().cloned().collect()
+    }
+
+    /// Notes an alert's rule and time (the console's "last alert").
+    pub fn note_alert(&self, rule: &str, time: crate::event::EventTime) {
+        let mut m = self.last_alert.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(rule) {
+            Some(t) => *t = (*t).max(time),
+            None => {
+                m.insert(rule.to_string(), time);
+            }
+        }
+    }
+
+    pub fn last_alert(&self, rule: &str) -> Option<crate::event::EventTime> {
+        let m = self.last_alert.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(rule).copied()
+    }
+
+    pub fn count_late(&self, source: &str) {
+        let mut m = self.late.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(source.to_string()).or_default() += 1;
+    }
+
+    pub fn late(&self, source: &str) -> u64 {
+        let m = self.late.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(source).copied().unwrap_or(0)
+    }
+
+    pub fn set_watermark(&self, w: crate::event::EventTime) {
+        self.watermark.store(w.millis(), Ordering::Relaxed);
+    }
+
+    /// The engine's watermark; `EventTime::MIN` before the first event.
+    pub fn watermark(&self) -> crate::event::EventTime {
+        crate::event::EventTime(self.watermark.load(Ordering::Relaxed))
     }
 
     pub fn set_last_checkpoint(&self, ms: i64) {
@@ -224,6 +283,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         reload_lock: tokio::sync::Mutex::new(()),
         idempotency: Arc::new(crate::source::IdempotencyStore::default()),
         last_checkpoint: AtomicI64::new(0),
+        outbox: outbox.clone(),
+        rejects: Arc::new(crate::source::RejectSamples::default()),
+        late: Mutex::new(std::collections::BTreeMap::new()),
+        watermark: AtomicI64::new(i64::MIN),
+        last_alert: Mutex::new(std::collections::HashMap::new()),
     });
 
     let decoder = crate::decode::Decoder::new(config.events.decode_config());
@@ -285,6 +349,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         max_future_ms: config.events.max_future.0,
         metrics: metrics.clone(),
         tx: tx.clone(),
+        rejects: shared.rejects.clone(),
     };
     drop(tx);
 

@@ -49,6 +49,9 @@ const SYNC_INTERVAL: Duration = Duration::from_millis(200);
 /// The record format's version, first in every record.
 const RECORD_VERSION: u32 = 1;
 
+/// How many alerts each lane remembers the delivery state of (console).
+const TRACKED: usize = 10_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error(transparent)]
@@ -87,6 +90,35 @@ impl Outcome {
     }
 }
 
+/// Where one alert stands on one channel (the console's alert page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Recorded, not yet accepted by the channel.
+    Pending,
+    Delivered,
+    /// The last attempt failed and the alert will be sent again.
+    Retrying {
+        attempts: u32,
+        last_error: String,
+    },
+    /// Refused for good by the receiver; dropped.
+    Failed {
+        reason: String,
+    },
+    /// Pushed out of the queue by the `max_pending` cap.
+    Dropped,
+}
+
+/// A lane's delivery states, newest [`TRACKED`] alerts; in memory only.
+#[derive(Default)]
+struct Tracked {
+    /// By alert id: the record's seq in the lane, the state, and when (ms
+    /// since the epoch) the state was last set.
+    by_id: std::collections::HashMap<String, (u64, DeliveryState, i64)>,
+    /// Ids oldest first, for eviction.
+    order: std::collections::VecDeque<String>,
+}
+
 pub struct Outbox {
     /// One lane per configured channel, by name.
     lanes: BTreeMap<String, Arc<Lane>>,
@@ -109,6 +141,9 @@ struct Lane {
     /// Dropped so far, to log the first drop and then every 1000th.
     dropped: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Delivery state of recent alerts, for the console. Never read by
+    /// delivery itself; its lock is taken after, never while, the store's.
+    tracked: Mutex<Tracked>,
 }
 
 impl Outbox {
@@ -160,6 +195,7 @@ impl Outbox {
                 wake: Notify::new(),
                 dropped: AtomicU64::new(0),
                 metrics: metrics.clone(),
+                tracked: Mutex::new(Tracked::default()),
             };
             let (pending, dropped) = {
                 let mut store = lane.lock();
@@ -201,8 +237,11 @@ impl Outbox {
                 continue;
             }
             let bytes = record.get_or_insert_with(|| encode_record(alert));
-            if let Err(e) = lane.push(bytes) {
-                first_err.get_or_insert(e);
+            match lane.push(bytes) {
+                Ok(seq) => lane.track(&alert.id, seq, DeliveryState::Pending),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
             }
         }
         first_err.map_or(Ok(()), Err)
@@ -230,6 +269,15 @@ impl Outbox {
             .collect()
     }
 
+    /// The delivery state of a recent alert on each channel that has it
+    /// (the newest [`TRACKED`] alerts per channel, since the start).
+    pub fn delivery(&self, id: &str) -> Vec<(String, DeliveryState, i64)> {
+        self.lanes
+            .values()
+            .filter_map(|l| l.state(id).map(|(s, at)| (l.name.clone(), s, at)))
+            .collect()
+    }
+
     /// Fsyncs everything recorded so far. Blocks; call it before a
     /// checkpoint makes the alerts' events unreplayable.
     pub fn sync(&self) -> Result<(), OutboxError> {
@@ -252,19 +300,53 @@ impl Lane {
         }
     }
 
-    fn push(&self, record: &[u8]) -> Result<(), OutboxError> {
-        let (pending, dropped) = {
+    /// Appends a record; returns its seq.
+    fn push(&self, record: &[u8]) -> Result<u64, OutboxError> {
+        let (seq, pending, dropped) = {
             let mut store = self.lock();
-            store.append(record).map_err(|e| self.store_err(e))?;
+            let seq = store.append(record).map_err(|e| self.store_err(e))?;
             let dropped = store
                 .drop_oldest(self.max_pending)
                 .map_err(|e| self.store_err(e))?;
-            (store.len(), dropped)
+            (seq, store.len(), dropped)
         };
         self.count_dropped(dropped);
         self.set_pending(pending);
         self.wake.notify_one();
-        Ok(())
+        Ok(seq)
+    }
+
+    fn tracked(&self) -> MutexGuard<'_, Tracked> {
+        self.tracked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records where an alert stands (the console's view only).
+    fn track(&self, id: &str, seq: u64, state: DeliveryState) {
+        let at = crate::source::now().millis();
+        let mut t = self.tracked();
+        if t.by_id.insert(id.to_string(), (seq, state, at)).is_none() {
+            t.order.push_back(id.to_string());
+            while t.order.len() > TRACKED {
+                if let Some(old) = t.order.pop_front() {
+                    t.by_id.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The state of an alert on this lane, and when it was set. A pending
+    /// record no longer in the queue was dropped by the cap: delivery and
+    /// refusal update the state before they remove the record.
+    fn state(&self, id: &str) -> Option<(DeliveryState, i64)> {
+        let (seq, state, at) = self.tracked().by_id.get(id).cloned()?;
+        if matches!(
+            state,
+            DeliveryState::Pending | DeliveryState::Retrying { .. }
+        ) && self.front().is_none_or(|front| seq < front.seq)
+        {
+            return Some((DeliveryState::Dropped, at));
+        }
+        Some((state, at))
     }
 
     fn count(&self, outcome: Outcome, n: u64) {
@@ -346,7 +428,13 @@ impl Lane {
                 _ => {
                     attempt = 0;
                     match self.load(&entry) {
-                        Ok(r) => r,
+                        Ok(r) => {
+                            // Recorded before a restart: not tracked yet.
+                            if !self.tracked().by_id.contains_key(r.id()) {
+                                self.track(r.id(), entry.seq, DeliveryState::Pending);
+                            }
+                            r
+                        }
                         Err(_) if self.front() != Some(entry) => continue, // dropped meanwhile
                         Err(e) => {
                             tracing::error!(
@@ -369,6 +457,7 @@ impl Lane {
             match result {
                 Ok(()) => {
                     tracing::debug!(channel = %self.name, alert = record.id(), "Alert delivered.");
+                    self.track(record.id(), entry.seq, DeliveryState::Delivered);
                     self.settle(entry.seq, Outcome::Delivered);
                 }
                 Err(DeliveryError::Permanent(reason)) => {
@@ -379,6 +468,7 @@ impl Lane {
                         %reason,
                         "Receiver refused the alert; dropped."
                     );
+                    self.track(record.id(), entry.seq, DeliveryState::Failed { reason });
                     self.settle(entry.seq, Outcome::Failed);
                 }
                 Err(DeliveryError::Retry { reason, after }) => {
@@ -396,6 +486,14 @@ impl Lane {
                         "Delivery failed; will retry."
                     );
                     attempt = attempt.saturating_add(1);
+                    self.track(
+                        record.id(),
+                        entry.seq,
+                        DeliveryState::Retrying {
+                            attempts: attempt,
+                            last_error: reason,
+                        },
+                    );
                     current = Some((entry, record));
                     tokio::select! {
                         _ = shutdown.cancelled() => return,

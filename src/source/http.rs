@@ -77,8 +77,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The items of a body: `(index, bytes)`.
-fn split_body<'b>(body: &'b [u8], ndjson: bool) -> Vec<(usize, &'b [u8])> {
+/// The items of a body: `(index, bytes)`: NDJSON lines (blank lines
+/// counted), array elements, or the one object.
+pub fn split_body<'b>(body: &'b [u8], ndjson: bool) -> Vec<(usize, &'b [u8])> {
     let lines = |b: &'b [u8]| -> Vec<(usize, &'b [u8])> {
         let mut v: Vec<(usize, &[u8])> = b.split(|&c| c == b'\n').enumerate().collect();
         // A final line ending does not start another line.

@@ -125,6 +125,8 @@ pub struct Ingest {
     pub max_future_ms: i64,
     pub metrics: Arc<Metrics>,
     pub tx: mpsc::Sender<EngineMsg>,
+    /// The last rejected inputs of each source, for the console.
+    pub rejects: Arc<RejectSamples>,
 }
 
 impl Ingest {
@@ -149,7 +151,61 @@ impl Ingest {
         };
         if let Err(reason) = &r {
             self.metrics.reject(source, reason.as_str());
+            self.rejects.record(source, reason.as_str(), bytes, now);
         }
         r
+    }
+}
+
+/// How many rejected inputs are kept per source.
+pub const REJECT_SAMPLES: usize = 20;
+/// How many bytes of a rejected input are kept.
+pub const REJECT_SAMPLE_BYTES: usize = 200;
+
+/// One rejected input, as the console shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectSample {
+    pub reason: &'static str,
+    /// The first [`REJECT_SAMPLE_BYTES`] bytes, lossily decoded.
+    pub head: String,
+    /// The input was longer than `head`.
+    pub truncated: bool,
+    /// Wall-clock time of the rejection.
+    pub at: EventTime,
+}
+
+/// The newest [`REJECT_SAMPLES`] rejected inputs of each source. Written
+/// only on the rejection path (never for accepted events), so the lock is
+/// off the hot path; memory is bounded by sources × samples × bytes.
+#[derive(Debug, Default)]
+pub struct RejectSamples {
+    inner: std::sync::Mutex<
+        std::collections::BTreeMap<String, std::collections::VecDeque<RejectSample>>,
+    >,
+}
+
+impl RejectSamples {
+    pub fn record(&self, source: &str, reason: &'static str, bytes: &[u8], at: EventTime) {
+        let cut = bytes.len().min(REJECT_SAMPLE_BYTES);
+        let sample = RejectSample {
+            reason,
+            head: String::from_utf8_lossy(&bytes[..cut]).into_owned(),
+            truncated: bytes.len() > cut,
+            at,
+        };
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let q = g.entry(source.to_string()).or_default();
+        if q.len() == REJECT_SAMPLES {
+            q.pop_front();
+        }
+        q.push_back(sample);
+    }
+
+    /// The samples of one source, newest first.
+    pub fn of(&self, source: &str) -> Vec<RejectSample> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(source)
+            .map(|q| q.iter().rev().cloned().collect())
+            .unwrap_or_default()
     }
 }
