@@ -388,12 +388,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
                 let listener = bind(listen).await?;
                 tracing::info!(listen = %listen, "HTTP source listening");
-                let c = cancel.clone();
-                tasks.spawn(async move {
-                    let _ = axum::serve(listener, router)
-                        .with_graceful_shutdown(async move { c.cancelled().await })
-                        .await;
-                });
+                tasks.spawn(crate::source::serve::serve(listener, router, cancel.clone()));
             }
             SourceConfig::Tcp { listen, max_line } => {
                 let listener = bind(listen).await?;
@@ -433,12 +428,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let listener = bind(&addr).await?;
         tracing::info!(listen = %addr, "Admin API listening");
         let router = crate::api::router(shared.clone(), admin_token.clone());
-        let c = cancel.clone();
-        tasks.spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { c.cancelled().await })
-                .await;
-        });
+        tasks.spawn(crate::source::serve::serve(listener, router, cancel.clone()));
     }
     // Idle ticks, once a second.
     {

@@ -19,6 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Batch, EngineMsg, IdempotencyStore, Ingest, now};
 use crate::wal::Idempotent;
 
+/// Time a client has to send the whole request body.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct HttpSource {
     pub ingest: Ingest,
     pub token: Option<String>,
@@ -140,9 +143,15 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
         return json_response(status, body);
     }
-    let bytes = match axum::body::to_bytes(body, src.max_body).await {
-        Ok(b) => b,
-        Err(_) => return too_large(),
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, src.max_body)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("request body not received within {}s", BODY_TIMEOUT.as_secs()),
+            );
+        }
     };
     let ndjson = headers
         .get(header::CONTENT_TYPE)

@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod http;
+pub mod serve;
 pub mod tcp;
 
 use std::sync::Arc;
