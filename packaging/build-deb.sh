@@ -46,9 +46,13 @@ if [ -n "$binary" ]; then
     trap 'rm -rf "$stage"' EXIT
     mkdir -p "$stage/release"
     cp "$binary" "$stage/release/tocsin"
+    # Man pages and shell completions, generated from the CLI definition.
+    "$root/packaging/gen-assets.sh" "$binary" >&2
     deb="$(CARGO_TARGET_DIR="$stage" cargo deb --no-build --strip --fast --locked --output "$output" | tail -n1)"
 else
-    deb="$(cargo deb --locked --output "$output" | tail -n1)"
+    cargo build --release --locked >&2
+    "$root/packaging/gen-assets.sh" target/release/tocsin >&2
+    deb="$(cargo deb --no-build --locked --output "$output" | tail -n1)"
 fi
 if [ -z "$deb" ] || [ ! -f "$deb" ]; then
     echo "build-deb.sh: cargo deb did not report a .deb (got: '$deb')" >&2

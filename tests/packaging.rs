@@ -151,6 +151,19 @@ fn package_holds_the_binary_unit_config_rules_and_docs() {
         (UNIT.into(), "-rw-r--r--"),
         ("/etc/tocsin/tocsin.yaml".into(), "-rw-r--r--"),
         ("/usr/share/man/man1/tocsin.1.gz".into(), "-rw-r--r--"),
+        ("/usr/share/man/man1/tocsin-run.1.gz".into(), "-rw-r--r--"),
+        (
+            "/usr/share/bash-completion/completions/tocsin".into(),
+            "-rw-r--r--",
+        ),
+        (
+            "/usr/share/zsh/vendor-completions/_tocsin".into(),
+            "-rw-r--r--",
+        ),
+        (
+            "/usr/share/fish/vendor_completions.d/tocsin.fish".into(),
+            "-rw-r--r--",
+        ),
         ("/usr/share/doc/tocsin/README.md".into(), "-rw-r--r--"),
         ("/usr/share/doc/tocsin/operations.md".into(), "-rw-r--r--"),
         ("/usr/share/doc/tocsin/copyright".into(), "-rw-r--r--"),

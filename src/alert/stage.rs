@@ -290,7 +290,6 @@ fn whole_numbers_as_integers(v: &Value) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::decode::{Decoded, Decoder};
     use crate::lang::{Options, load_texts};
     use crate::pipeline::Pipeline;

@@ -59,9 +59,13 @@ pub fn render_manpage() -> std::io::Result<Vec<u8>> {
     man.render_title(&mut buf)?;
     man.render_name_section(&mut buf)?;
     man.render_synopsis_section(&mut buf)?;
-    man.render_description_section(&mut buf)?;
+    buf.extend_from_slice(DESCRIPTION.as_bytes());
     man.render_options_section(&mut buf)?;
-    man.render_subcommands_section(&mut buf)?;
+    let mut commands = Vec::new();
+    man.render_subcommands_section(&mut commands)?;
+    // clap's `help` command has no page of its own: do not point to one.
+    let commands = String::from_utf8_lossy(&commands).replace(HELP_ENTRY, "");
+    buf.extend_from_slice(commands.as_bytes());
     buf.extend_from_slice(EXTRA_SECTIONS.as_bytes());
     man.render_version_section(&mut buf)?;
     Ok(buf)
@@ -74,6 +78,22 @@ fn write_manpages(dir: &std::path::Path) -> std::io::Result<()> {
     clap_mangen::generate_to(super::Cli::command(), dir)?;
     std::fs::write(dir.join("tocsin.1"), render_manpage()?)
 }
+
+const HELP_ENTRY: &str =
+    ".TP\ntocsin\\-help(1)\nPrint this message or the help of the given subcommand(s)\n";
+
+const DESCRIPTION: &str = r#".SH DESCRIPTION
+\fBtocsin\fR takes JSON events over HTTP, TCP or tailed files, evaluates rules
+(filters, thresholds over windows, absence, sequences) on event time with
+per\-key state, and sends alerts to webhooks, email or files. Events are written
+to a write\-ahead log before they are acknowledged and alerts go through a
+durable outbox, so both survive a crash or a restart.
+.PP
+\fBtocsin check\fR validates rule files, \fBtocsin replay\fR evaluates them
+offline over recorded events and \fBtocsin test\fR runs rule unit tests.
+Each command has its own page, \fBtocsin\-COMMAND\fR(1), and its
+\fB\-\-help\fR.
+"#;
 
 const EXTRA_SECTIONS: &str = r#".SH "EXIT STATUS"
 .TP

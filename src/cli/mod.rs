@@ -40,7 +40,7 @@ pub enum Command {
     Version,
     /// Print a shell completion script (bash, zsh, fish, ...).
     Completions(completions::CompletionsArgs),
-    /// Print the man page (roff; `--dir` writes one page per command).
+    /// Print the man page (roff), or write one page per command with --dir.
     Manpage(completions::ManpageArgs),
 }
 

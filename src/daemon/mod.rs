@@ -388,7 +388,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
                 let listener = bind(listen).await?;
                 tracing::info!(listen = %listen, "HTTP source listening");
-                tasks.spawn(crate::source::serve::serve(listener, router, cancel.clone()));
+                tasks.spawn(crate::source::serve::serve(
+                    listener,
+                    router,
+                    cancel.clone(),
+                ));
             }
             SourceConfig::Tcp { listen, max_line } => {
                 let listener = bind(listen).await?;
@@ -428,7 +432,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let listener = bind(&addr).await?;
         tracing::info!(listen = %addr, "Admin API listening");
         let router = crate::api::router(shared.clone(), admin_token.clone());
-        tasks.spawn(crate::source::serve::serve(listener, router, cancel.clone()));
+        tasks.spawn(crate::source::serve::serve(
+            listener,
+            router,
+            cancel.clone(),
+        ));
     }
     // Idle ticks, once a second.
     {

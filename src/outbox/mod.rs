@@ -320,10 +320,19 @@ impl Lane {
         self.tracked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records where an alert stands (the console's view only).
+    /// Records where an alert stands (the console's view only). `Pending`
+    /// never replaces the outcome of the same record: the delivery task may
+    /// settle a record before `submit` gets to mark it pending.
     fn track(&self, id: &str, seq: u64, state: DeliveryState) {
         let at = crate::source::now().millis();
         let mut t = self.tracked();
+        if state == DeliveryState::Pending
+            && t.by_id
+                .get(id)
+                .is_some_and(|(s, old, _)| *s == seq && *old != DeliveryState::Pending)
+        {
+            return;
+        }
         if t.by_id.insert(id.to_string(), (seq, state, at)).is_none() {
             t.order.push_back(id.to_string());
             while t.order.len() > TRACKED {

@@ -1,0 +1,83 @@
+//! Keyed state is freed as soon as nothing pending can use it: many
+//! distinct keys pass through each windowed rule kind, and once their
+//! windows and `within` bounds have passed, no key is left.
+
+use tocsin::decode::{Decoded, Decoder};
+use tocsin::lang::{Options, load_texts};
+use tocsin::pipeline::Pipeline;
+
+const RULES: &str = r#"
+rule sliding { key u from a window sliding 10s when count() >= 3 }
+rule hopping { key u from a window hopping 10s every 5s when count() >= 3 }
+rule session { key u from a window session 5s when count() >= 3 }
+rule seq {
+    key u
+    sequence within 30s {
+        x: a where v == 1
+        y: b
+    }
+}
+rule trailing {
+    key u
+    sequence within 20s {
+        x: a
+        not y: b
+    }
+}
+rule gone { key u from a absent 1m }
+"#;
+
+#[test]
+fn every_windowed_key_is_dropped_once_it_can_no_longer_fire() {
+    let loaded = load_texts(vec![("r.rules".into(), RULES.into())], &Options::default());
+    assert!(!loaded.has_errors(), "{}", loaded.render());
+    let mut p = Pipeline::new(&loaded.program, 0);
+    let dec = Decoder::default();
+    let mut alerts = Vec::new();
+    let keys = 20_000;
+    for i in 0..keys {
+        let line = format!(
+            "{{\"type\":\"a\",\"ts\":{},\"u\":\"user{i}\",\"v\":{}}}",
+            i,
+            i % 2
+        );
+        let Decoded::Event(ev) = dec.decode(line.as_bytes(), None) else {
+            panic!("decodes");
+        };
+        p.push(ev, &mut alerts).unwrap();
+    }
+    let counts = p.engine().key_counts();
+    let names: Vec<String> = p.engine().rules().iter().map(|r| r.name.clone()).collect();
+    // While the windows are open, every key is live.
+    for (n, c) in names.iter().zip(&counts) {
+        // Events span 20s; windows of 5s-30s: a good share of keys is live.
+        assert!(
+            *c >= keys / 4,
+            "{n}: only {c} live keys before the windows pass"
+        );
+    }
+    // Time moves on (one unrelated event an hour later releases the rest).
+    let Decoded::Event(ev) = dec.decode(br#"{"type":"zzz","ts":3600000}"#, None) else {
+        panic!("decodes");
+    };
+    p.push(ev, &mut alerts).unwrap();
+    let Decoded::Event(ev) = dec.decode(br#"{"type":"zzz","ts":3600001}"#, None) else {
+        panic!("decodes");
+    };
+    p.push(ev, &mut alerts).unwrap();
+    let after = p.engine().key_counts();
+    for (n, c) in names.iter().zip(&after) {
+        if *n == "gone" {
+            // Absence keys that fired are kept until they resolve (spec 7).
+            assert_eq!(*c, keys, "absence keys stay until resolved");
+        } else {
+            assert_eq!(*c, 0, "{n}: {c} keys left after their windows passed");
+        }
+    }
+    // One event per key: only the absence rule and the trailing negation
+    // (an `a` never followed by a `b`) can fire, once per key each.
+    let by = |rule: &str| alerts.iter().filter(|a| a.rule.name == rule).count();
+    assert_eq!(by("gone"), keys);
+    assert_eq!(by("trailing"), keys);
+    assert_eq!(alerts.len(), 2 * keys);
+}
