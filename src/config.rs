@@ -170,6 +170,10 @@ pub enum SourceConfig {
         token_env: Option<String>,
         token_file: Option<PathBuf>,
         max_body: Option<Size>,
+        /// Time a client has to send its request headers (default 10s).
+        header_timeout: Option<Dur>,
+        /// Time a client has to send the whole body (default 30s).
+        body_timeout: Option<Dur>,
     },
     Tcp {
         listen: String,

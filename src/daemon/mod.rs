@@ -369,18 +369,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 token_env,
                 token_file,
                 max_body,
+                header_timeout,
+                body_timeout,
             } => {
                 let token = secret(
                     token_env.as_deref(),
                     token_file.as_deref(),
                     "http source token",
                 )?;
-                let http = Arc::new(crate::source::http::HttpSource::new(
-                    ingest.clone(),
-                    token,
-                    usize::try_from(max_body.map_or(16 << 20, |s| s.0)).unwrap_or(usize::MAX),
-                    shared.idempotency.clone(),
-                ));
+                let http = Arc::new(
+                    crate::source::http::HttpSource::new(
+                        ingest.clone(),
+                        token,
+                        usize::try_from(max_body.map_or(16 << 20, |s| s.0)).unwrap_or(usize::MAX),
+                        shared.idempotency.clone(),
+                    )
+                    .with_body_timeout(body_timeout.map(|d| dur(d.0))),
+                );
+                let header_timeout =
+                    header_timeout.map_or(crate::source::serve::HEADER_TIMEOUT, |d| dur(d.0));
                 let mut router = http.router();
                 if admin_addr.as_deref().is_none_or(|a| a == listen) && !admin_served {
                     router = router.merge(crate::api::router(shared.clone(), admin_token.clone()));
@@ -392,6 +399,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     listener,
                     router,
                     cancel.clone(),
+                    header_timeout,
                 ));
             }
             SourceConfig::Tcp { listen, max_line } => {
@@ -436,6 +444,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             listener,
             router,
             cancel.clone(),
+            crate::source::serve::HEADER_TIMEOUT,
         ));
     }
     // Idle ticks, once a second.
@@ -476,6 +485,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     tracing::info!("Stopped");
     Ok(())
+}
+
+fn dur(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, StartError> {

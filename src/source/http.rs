@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Batch, EngineMsg, IdempotencyStore, Ingest, now};
 use crate::wal::Idempotent;
 
-/// Time a client has to send the whole request body.
+/// Default time a client has to send the whole request body.
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct HttpSource {
@@ -28,6 +28,7 @@ pub struct HttpSource {
     pub max_body: usize,
     /// Answers of accepted requests by idempotency key (durable).
     answers: Arc<IdempotencyStore>,
+    body_timeout: std::time::Duration,
 }
 
 impl HttpSource {
@@ -42,7 +43,16 @@ impl HttpSource {
             token,
             max_body,
             answers,
+            body_timeout: BODY_TIMEOUT,
         }
+    }
+
+    /// Overrides [`BODY_TIMEOUT`].
+    pub fn with_body_timeout(mut self, t: Option<std::time::Duration>) -> Self {
+        if let Some(t) = t {
+            self.body_timeout = t;
+        }
+        self
     }
 
     pub fn router(self: Arc<Self>) -> Router {
@@ -143,20 +153,21 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
         return json_response(status, body);
     }
-    let bytes =
-        match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, src.max_body)).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(_)) => return too_large(),
-            Err(_) => {
-                return error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    &format!(
-                        "request body not received within {}s",
-                        BODY_TIMEOUT.as_secs()
-                    ),
-                );
-            }
-        };
+    let bytes = match tokio::time::timeout(
+        src.body_timeout,
+        axum::body::to_bytes(body, src.max_body),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("request body not received within {:?}", src.body_timeout),
+            );
+        }
+    };
     let ndjson = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

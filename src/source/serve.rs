@@ -11,10 +11,15 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Time a client has to send its request line and headers.
+/// Default time a client has to send its request line and headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    header_timeout: Duration,
+) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -33,7 +38,7 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
                 let shutdown = shutdown.clone();
                 conns.spawn(async move {
                     let mut builder = hyper::server::conn::http1::Builder::new();
-                    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+                    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     let mut conn = std::pin::pin!(conn);
                     tokio::select! {
