@@ -19,6 +19,7 @@ fn ingest(tx: mpsc::Sender<EngineMsg>) -> Ingest {
         max_future_ms: i64::MAX / 4,
         metrics: Arc::new(Metrics::new()),
         tx,
+        rejects: Default::default(),
     }
 }
 

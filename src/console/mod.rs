@@ -115,16 +115,16 @@ fn templates() -> &'static Environment<'static> {
 
 /// What every page gets besides its own context.
 #[derive(Serialize)]
-struct Frame<'a> {
-    /// The nav entry to mark as current.
-    nav: &'a str,
+struct Frame {
+    /// The nav entry to mark as current (`""`: none).
+    nav: &'static str,
     title: String,
     version: &'static str,
     /// Whether to offer "Log out" (a token is configured).
     login: bool,
 }
 
-fn render(status: StatusCode, template: &str, frame: Frame<'_>, page: impl Serialize) -> Response {
+fn render(status: StatusCode, template: &str, frame: Frame, page: impl Serialize) -> Response {
     let rendered = templates()
         .get_template(template)
         .and_then(|t| t.render(context! { frame => Serde(frame), page => Serde(page) }));
@@ -141,7 +141,7 @@ fn render(status: StatusCode, template: &str, frame: Frame<'_>, page: impl Seria
     }
 }
 
-fn frame(console: &Console, nav: &'static str, title: impl Into<String>) -> Frame<'static> {
+fn frame(console: &Console, nav: &'static str, title: impl Into<String>) -> Frame {
     Frame {
         nav,
         title: title.into(),

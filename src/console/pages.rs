@@ -269,7 +269,10 @@ pub struct RuleRow {
     pub kind: &'static str,
     pub severity: &'static str,
     pub description: Option<String>,
+    /// The rule file relative to the configured rules location.
     pub file: String,
+    /// The rule file as loaded.
+    pub path: String,
     pub line: usize,
     pub keys: u64,
     pub matches: u64,
@@ -284,12 +287,25 @@ fn rule_row(shared: &Shared, r: &RuleView) -> RuleRow {
         kind: r.kind,
         severity: r.rule.severity.as_str(),
         description: r.rule.description.clone(),
-        file: r.file.clone(),
+        file: rule_file(&shared.config.rules, &r.file),
+        path: r.file.clone(),
         line: r.line,
         keys: r.keys,
         matches: r.matches,
         alerts: r.alerts,
         last_alert: shared.last_alert(&r.name).map(EventTime::rfc3339),
+    }
+}
+
+/// A rule file's name as the operator wrote the rules location: relative to
+/// it when inside, else its file name.
+fn rule_file(rules: &std::path::Path, file: &str) -> String {
+    let path = std::path::Path::new(file);
+    match path.strip_prefix(rules) {
+        Ok(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
+        _ => path
+            .file_name()
+            .map_or_else(|| file.to_string(), |n| n.to_string_lossy().into_owned()),
     }
 }
 
@@ -341,6 +357,28 @@ pub fn rule(shared: &Shared, name: &str) -> Option<RulePage> {
         throttle: view.rule.throttle_ms.map(duration),
         alerts,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rule_file;
+    use std::path::Path;
+
+    #[test]
+    fn rule_files_are_shown_relative_to_the_rules_location() {
+        let dir = Path::new("/etc/tocsin/rules");
+        assert_eq!(
+            rule_file(dir, "/etc/tocsin/rules/10-auth.rules"),
+            "10-auth.rules"
+        );
+        assert_eq!(
+            rule_file(dir, "/etc/tocsin/rules/team/a.rules"),
+            "team/a.rules"
+        );
+        let file = Path::new("/etc/tocsin/only.rules");
+        assert_eq!(rule_file(file, "/etc/tocsin/only.rules"), "only.rules");
+        assert_eq!(rule_file(dir, "elsewhere/x.rules"), "x.rules");
+    }
 }
 
 #[derive(Debug, Serialize)]
