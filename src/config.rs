@@ -183,6 +183,28 @@ pub enum SourceConfig {
         path: String,
         start_at: Option<String>,
     },
+    /// Kafka as the log (docs/scale-out.md): one shard per assigned partition.
+    Kafka {
+        /// `host:port` bootstrap servers.
+        brokers: Vec<String>,
+        topics: Vec<String>,
+        group: String,
+        /// `earliest` or `latest`: where a new group starts (default earliest).
+        start_at: Option<String>,
+        /// The event fields producers key messages by; `tocsin check -c`
+        /// reports rules keyed otherwise.
+        #[serde(default)]
+        partitioned_by: Vec<String>,
+        /// librdkafka settings passed through (`security.protocol`, ...).
+        #[serde(default)]
+        client: BTreeMap<String, String>,
+        /// librdkafka settings whose values are secrets: setting name →
+        /// environment variable (`client_env`) or file (`client_file`).
+        #[serde(default)]
+        client_env: BTreeMap<String, String>,
+        #[serde(default)]
+        client_file: BTreeMap<String, PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]

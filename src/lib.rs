@@ -29,6 +29,7 @@ pub mod daemon;
 pub mod decode;
 pub mod engine;
 pub mod event;
+pub mod kafka;
 pub mod lang;
 pub mod metrics;
 pub mod outbox;

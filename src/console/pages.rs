@@ -436,6 +436,7 @@ pub fn status(shared: &Shared, uptime_ms: i64) -> StatusPage {
             SourceConfig::Http { listen, .. } => ("http", listen.clone()),
             SourceConfig::Tcp { listen, .. } => ("tcp", listen.clone()),
             SourceConfig::File { path, .. } => ("file", path.clone()),
+            SourceConfig::Kafka { topics, .. } => ("kafka", topics.join(",")),
         };
         if let Some(row) = sources.iter_mut().find(|s| s.name == name) {
             row.inputs.push(input);

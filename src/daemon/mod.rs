@@ -362,6 +362,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     )?;
     let admin_addr = config.admin.listen.clone();
     let mut admin_served = false;
+    let mut kafka_threads = Vec::new();
     for src in &config.sources {
         match src {
             SourceConfig::Http {
@@ -433,6 +434,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     cancel.clone(),
                 ));
             }
+            SourceConfig::Kafka { .. } => {
+                let k = crate::kafka::KafkaSettings::from_config(&config, src)
+                    .map_err(StartError::Config)?
+                    .ok_or_else(|| StartError::Config("kafka source".into()))?;
+                let s = shared.clone();
+                let hook: crate::kafka::AlertHook = Arc::new(move |a| {
+                    s.note_alert(&a.rule.name, a.time);
+                    s.remember_alert(a.to_json());
+                });
+                let (program, decoder) = (loaded.program.clone(), ingest.decoder.clone());
+                let t = crate::kafka::spawn(
+                    k,
+                    program,
+                    decoder,
+                    outbox.clone(),
+                    metrics.clone(),
+                    hook,
+                    cancel.clone(),
+                );
+                kafka_threads.push(t.await.map_err(StartError::Config)?);
+            }
         }
     }
     if !admin_served {
@@ -475,6 +497,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
+    for t in kafka_threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     shared.close_engine();
     let joined = tokio::task::spawn_blocking(move || engine.join()).await;
     if !matches!(joined, Ok(Ok(()))) {

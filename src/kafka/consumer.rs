@@ -1,0 +1,320 @@
+//! The consumer thread: polls the group's partitions, feeds each message to
+//! its partition's shard, hands alerts to the outbox, and writes snapshots
+//! (periodically, on revoke, at shutdown) before committing offsets.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::shard::Shard;
+use super::state::{StateStore, key};
+use super::{AlertHook, KafkaSettings};
+use crate::alert::Alert;
+use crate::decode::RejectReason;
+use crate::decode::{Decoded, Decoder};
+use crate::lang::Program;
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::source::now;
+
+const SOURCE: &str = "kafka";
+
+/// What the poll loop and the rebalance callbacks share (both run on the
+/// consumer thread, inside or after `poll`; the lock is never contended).
+struct Runtime {
+    settings: KafkaSettings,
+    program: Program,
+    shards: Mutex<BTreeMap<(String, i32), Shard>>,
+    store: StateStore,
+    outbox: Arc<Outbox>,
+    metrics: Arc<Metrics>,
+    on_alert: AlertHook,
+}
+
+struct Ctx(Arc<Runtime>);
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        let rt = &self.0;
+        match r {
+            Rebalance::Revoke(tpl) => {
+                let parts = parts(tpl);
+                let lost = c.assignment_lost();
+                tracing::info!(partitions = ?parts, lost, "Kafka partitions revoked");
+                if !lost && let Err(e) = rt.checkpoint(c, Some(&parts)) {
+                    tracing::error!(error = %e, "Snapshot on revoke failed; the next owner re-evaluates from the previous one");
+                }
+                let mut shards = rt.lock();
+                for p in &parts {
+                    shards.remove(p);
+                }
+            }
+            Rebalance::Assign(tpl) => {
+                let parts = parts(tpl);
+                let started = Instant::now();
+                let snaps = match rt.store.load(&parts) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Without the snapshot, evaluating would skip state:
+                        // fatal for this instance, another one takes over.
+                        tracing::error!(error = %e, "Cannot read shard snapshots; exiting");
+                        std::process::exit(1);
+                    }
+                };
+                let mut shards = rt.lock();
+                for (t, p) in &parts {
+                    let mut sh = Shard::new(&rt.program, rt.settings.max_delay_ms, t, *p);
+                    if let Some(s) = snaps.get(&key(t, *p)) {
+                        sh.restore(s);
+                    }
+                    shards.insert((t.clone(), *p), sh);
+                }
+                tracing::info!(
+                    partitions = ?parts,
+                    restored = snaps.len(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "Kafka partitions assigned"
+                );
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "Kafka rebalance error"),
+        }
+    }
+}
+
+fn parts(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl Runtime {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<(String, i32), Shard>> {
+        self.shards.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn deliver(&self, alerts: &mut Vec<Alert>) {
+        for a in alerts.drain(..) {
+            let channels = if a.rule.notify.is_empty() {
+                &self.settings.default_notify
+            } else {
+                &a.rule.notify
+            };
+            if let Err(e) = self.outbox.submit(&a, channels) {
+                tracing::error!(error = %e, alert = %a.id, "Cannot record alert in the outbox");
+            }
+            (self.on_alert)(&a);
+        }
+    }
+
+    /// Makes the alerts durable, writes the snapshots of the given shards
+    /// (every dirty one when `None`), then commits their offsets.
+    fn checkpoint(
+        &self,
+        c: &BaseConsumer<Ctx>,
+        only: Option<&[(String, i32)]>,
+    ) -> Result<(), String> {
+        let started = Instant::now();
+        let mut shards = self.lock();
+        let chosen: Vec<(String, i32)> = shards
+            .iter()
+            .filter(|(k, s)| match only {
+                Some(o) => o.contains(k),
+                None => s.dirty,
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        if chosen.is_empty() {
+            return Ok(());
+        }
+        self.outbox.sync().map_err(|e| e.to_string())?;
+        let snaps: Vec<_> = chosen.iter().map(|k| shards[k].snapshot()).collect();
+        self.store.write(&snaps)?;
+        let mut tpl = TopicPartitionList::new();
+        for s in &snaps {
+            tpl.add_partition_offset(&s.topic, s.partition, Offset::Offset(s.offset))
+                .map_err(|e| e.to_string())?;
+        }
+        for k in &chosen {
+            if let Some(s) = shards.get_mut(k) {
+                s.dirty = false;
+            }
+        }
+        drop(shards);
+        c.commit(&tpl, CommitMode::Sync)
+            .map_err(|e| format!("commit: {e}"))?;
+        let secs = started.elapsed().as_secs_f64();
+        self.metrics.checkpoint_seconds.set(secs);
+        tracing::debug!(
+            shards = snaps.len(),
+            seconds = secs,
+            "Kafka shard snapshots written"
+        );
+        Ok(())
+    }
+}
+
+/// Creates the state topic when missing, then starts the consumer thread.
+/// The thread stops (after a last snapshot of every shard) when `stop` is
+/// cancelled.
+pub async fn spawn(
+    settings: KafkaSettings,
+    program: Program,
+    decoder: Decoder,
+    outbox: Arc<Outbox>,
+    metrics: Arc<Metrics>,
+    on_alert: AlertHook,
+    stop: CancellationToken,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    let state_topic = settings.state_topic();
+    let admin: AdminClient<_> = settings
+        .client_config()
+        .create()
+        .map_err(|e| format!("kafka admin client: {e}"))?;
+    let topic =
+        NewTopic::new(&state_topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    match admin.create_topics([&topic], &opts).await {
+        Ok(rs) => {
+            for r in rs {
+                if let Err((t, code)) = r
+                    && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+                {
+                    return Err(format!("cannot create state topic {t}: {code}"));
+                }
+            }
+        }
+        Err(e) => return Err(format!("cannot create state topic {state_topic}: {e}")),
+    }
+    let store = StateStore::new(settings.client_config(), &settings.group, state_topic)?;
+    let rt = Arc::new(Runtime {
+        settings: settings.clone(),
+        program,
+        shards: Mutex::new(BTreeMap::new()),
+        store,
+        outbox,
+        metrics,
+        on_alert,
+    });
+    let consumer: BaseConsumer<Ctx> = settings
+        .client_config()
+        .set("group.id", &settings.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", &settings.start_at)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .create_with_context(Ctx(rt.clone()))
+        .map_err(|e| format!("kafka consumer: {e}"))?;
+    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|e| format!("kafka subscribe: {e}"))?;
+    tracing::info!(brokers = %settings.brokers, topics = ?settings.topics, group = %settings.group, "Kafka source consuming");
+    std::thread::Builder::new()
+        .name("tocsin-kafka".into())
+        .stack_size(64 << 20)
+        .spawn(move || run(rt, consumer, decoder, stop))
+        .map_err(|e| format!("cannot start the kafka thread: {e}"))
+}
+
+fn run(rt: Arc<Runtime>, consumer: BaseConsumer<Ctx>, decoder: Decoder, stop: CancellationToken) {
+    let s = rt.settings.clone();
+    let mut alerts: Vec<Alert> = Vec::new();
+    let mut last_tick = Instant::now();
+    let mut last_checkpoint = Instant::now();
+    let mut received = 0u64;
+    while !stop.is_cancelled() {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let wall = now();
+                let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+                let payload = m.payload().unwrap_or_default();
+                let ev = match decode(&decoder, &s, payload, wall) {
+                    Ok(ev) => ev,
+                    Err(reason) => {
+                        rt.metrics.reject(SOURCE, reason.as_str());
+                        None
+                    }
+                };
+                received += u64::from(ev.is_some());
+                let mut shards = rt.lock();
+                let Some(sh) = shards.get_mut(&(topic.to_string(), partition)) else {
+                    continue;
+                };
+                if sh.covers(offset) {
+                    continue;
+                }
+                if sh.offer(offset, ev, wall, &mut alerts).is_err() {
+                    rt.metrics.events_late.inc();
+                }
+                drop(shards);
+                rt.deliver(&mut alerts);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer"),
+            None => {}
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            if received > 0 {
+                rt.metrics.received(SOURCE, received);
+                received = 0;
+            }
+            if let Some(idle) = s.idle_timeout_ms {
+                let wall = now();
+                let mut shards = rt.lock();
+                for sh in shards.values_mut() {
+                    sh.idle_advance(wall, idle, s.max_delay_ms, &mut alerts);
+                }
+                drop(shards);
+                rt.deliver(&mut alerts);
+            }
+        }
+        if last_checkpoint.elapsed() >= s.checkpoint_every {
+            if let Err(e) = rt.checkpoint(&consumer, None) {
+                tracing::error!(error = %e, "Kafka shard snapshot failed; retried at the next checkpoint");
+            }
+            last_checkpoint = Instant::now();
+        }
+    }
+    if received > 0 {
+        rt.metrics.received(SOURCE, received);
+    }
+    if let Err(e) = rt.checkpoint(&consumer, None) {
+        tracing::error!(error = %e, "Kafka shard snapshot at shutdown failed");
+    }
+    consumer.unsubscribe();
+    // Let the group see the leave (the revoke callback finds nothing dirty).
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until && !rt.lock().is_empty() {
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    tracing::info!("Kafka source stopped");
+}
+
+fn decode(
+    decoder: &Decoder,
+    s: &KafkaSettings,
+    bytes: &[u8],
+    wall: crate::event::EventTime,
+) -> Result<Option<crate::event::Event>, RejectReason> {
+    if bytes.len() > s.max_event_bytes {
+        return Err(RejectReason::TooLarge);
+    }
+    match decoder.decode(bytes, Some(wall)) {
+        Decoded::Blank => Ok(None),
+        Decoded::Rejected(r) => Err(r),
+        Decoded::Event(ev) if ev.time > wall.saturating_add(s.max_future_ms) => {
+            Err(RejectReason::FutureTime)
+        }
+        Decoded::Event(ev) => Ok(Some(ev)),
+    }
+}

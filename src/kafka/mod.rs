@@ -1,0 +1,135 @@
+//! Kafka as the log (docs/scale-out.md): the `kind: kafka` source.
+//!
+//! Several tocsin daemons in one consumer group share a topic's partitions
+//! the way Kafka Streams applications do. Each assigned partition is a
+//! [`shard::Shard`]: its own [`crate::pipeline::Pipeline`] (sequencer and
+//! keyed state). Kafka is the log, so these events skip tocsin's write-ahead
+//! log; a shard's state and the input offset it covers are written to the
+//! compacted topic `<group>.state` ([`state`]) at each checkpoint and when
+//! the partition is revoked, and the group's offsets are committed only after
+//! that. On assignment a shard restores its latest snapshot and skips what
+//! it covers.
+//!
+//! Layer: uses the pipeline, decode, outbox and metrics; the daemon wires it.
+
+pub mod consumer;
+pub mod shard;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::alert::Alert;
+use crate::config::{Config, SourceConfig};
+
+/// Called for every alert after the outbox took it (the daemon's
+/// `/v1/alerts` view).
+pub type AlertHook = Arc<dyn Fn(&Alert) + Send + Sync>;
+
+/// Everything the Kafka runtime needs from the configuration, secrets
+/// resolved.
+#[derive(Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group: String,
+    /// `earliest` or `latest`.
+    pub start_at: String,
+    pub partitioned_by: Vec<String>,
+    /// librdkafka settings, passed through (secrets included, never logged).
+    pub client: BTreeMap<String, String>,
+    pub max_delay_ms: i64,
+    pub idle_timeout_ms: Option<i64>,
+    pub checkpoint_every: Duration,
+    pub max_event_bytes: usize,
+    pub max_future_ms: i64,
+    pub default_notify: Vec<String>,
+}
+
+impl KafkaSettings {
+    /// The settings of one `kind: kafka` source, or `None` for another kind.
+    pub fn from_config(cfg: &Config, src: &SourceConfig) -> Result<Option<Self>, String> {
+        let SourceConfig::Kafka {
+            brokers,
+            topics,
+            group,
+            start_at,
+            partitioned_by,
+            client,
+            client_env,
+            client_file,
+        } = src
+        else {
+            return Ok(None);
+        };
+        if brokers.is_empty() || topics.is_empty() || group.is_empty() {
+            return Err("kafka source: `brokers`, `topics` and `group` must not be empty".into());
+        }
+        let start_at = match start_at.as_deref() {
+            None | Some("earliest") => "earliest",
+            Some("latest") => "latest",
+            Some(o) => {
+                return Err(format!(
+                    "kafka source: start_at `{o}`: write `earliest` or `latest`"
+                ));
+            }
+        };
+        let mut all = client.clone();
+        for (k, var) in client_env {
+            match std::env::var(var) {
+                Ok(v) if !v.is_empty() => {
+                    all.insert(k.clone(), v);
+                }
+                _ => {
+                    return Err(format!(
+                        "kafka source: client setting {k}: environment variable {var} is not set"
+                    ));
+                }
+            }
+        }
+        for (k, path) in client_file {
+            let v = std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "kafka source: client setting {k}: cannot read {}: {e}",
+                    path.display()
+                )
+            })?;
+            all.insert(k.clone(), v.trim().to_string());
+        }
+        Ok(Some(KafkaSettings {
+            brokers: brokers.join(","),
+            topics: topics.clone(),
+            group: group.clone(),
+            start_at: start_at.to_string(),
+            partitioned_by: partitioned_by.clone(),
+            client: all,
+            max_delay_ms: cfg.events.max_delay.0,
+            idle_timeout_ms: cfg.events.idle_timeout.0,
+            checkpoint_every: Duration::from_millis(
+                u64::try_from(cfg.durability.checkpoint_every.map_or(30_000, |d| d.0))
+                    .unwrap_or(30_000),
+            ),
+            max_event_bytes: usize::try_from(cfg.events.max_event_bytes.0).unwrap_or(usize::MAX),
+            max_future_ms: cfg.events.max_future.0,
+            default_notify: cfg.default_notify.clone(),
+        }))
+    }
+
+    /// The name of the compacted state topic.
+    pub fn state_topic(&self) -> String {
+        format!("{}.state", self.group)
+    }
+
+    /// A librdkafka configuration: brokers plus the passthrough settings.
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.client {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+pub use consumer::spawn;
