@@ -48,10 +48,28 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// A partition of a Kafka topic (an input topic or an internal by-key one).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    pub topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RebalanceLabel {
+    /// `assign`, `revoke` or `lost`.
+    pub kind: String,
+}
+
 type FGauge = Gauge<f64, AtomicU64>;
 
 /// Name (without `_total`), type and help of every family.
-const FAMILIES: [(&str, &str, &str); 12] = [
+const FAMILIES: [(&str, &str, &str); 19] = [
     (
         "tocsin_events_received",
         "counter",
@@ -108,6 +126,37 @@ const FAMILIES: [(&str, &str, &str); 12] = [
         "gauge",
         "Duration of the last checkpoint",
     ),
+    (
+        "tocsin_kafka_consumer_lag",
+        "gauge",
+        "Messages of a Kafka partition not yet evaluated (high watermark minus next offset), per shard",
+    ),
+    (
+        "tocsin_kafka_watermark_seconds",
+        "gauge",
+        "Event-time watermark of a Kafka shard, Unix seconds",
+    ),
+    ("tocsin_kafka_shard_keys", "gauge", "Live keys of a Kafka shard, over its rules"),
+    (
+        "tocsin_kafka_rebalances",
+        "counter",
+        "Kafka group rebalance callbacks, by kind (assign, revoke, lost)",
+    ),
+    (
+        "tocsin_kafka_restore_seconds",
+        "gauge",
+        "Duration of the last restore of assigned Kafka shards from their snapshots",
+    ),
+    (
+        "tocsin_kafka_republished",
+        "counter",
+        "Events re-published to an internal by-key topic, per topic",
+    ),
+    (
+        "tocsin_kafka_duplicates_dropped",
+        "counter",
+        "Re-published events dropped by a by-key shard as already evaluated, per topic",
+    ),
 ];
 
 pub struct Metrics {
@@ -125,6 +174,13 @@ pub struct Metrics {
     pub rules_reload: Family<OutcomeLabel, Counter>,
     /// How long the last checkpoint took.
     pub checkpoint_seconds: FGauge,
+    pub kafka_consumer_lag: Family<PartitionLabels, Gauge>,
+    pub kafka_watermark_seconds: Family<PartitionLabels, FGauge>,
+    pub kafka_shard_keys: Family<PartitionLabels, Gauge>,
+    pub kafka_rebalances: Family<RebalanceLabel, Counter>,
+    pub kafka_restore_seconds: FGauge,
+    pub kafka_republished: Family<TopicLabel, Counter>,
+    pub kafka_duplicates_dropped: Family<TopicLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -149,6 +205,13 @@ impl Metrics {
             outbox_pending: Family::default(),
             rules_reload: Family::default(),
             checkpoint_seconds: FGauge::default(),
+            kafka_consumer_lag: Family::default(),
+            kafka_watermark_seconds: Family::default(),
+            kafka_shard_keys: Family::default(),
+            kafka_rebalances: Family::default(),
+            kafka_restore_seconds: FGauge::default(),
+            kafka_republished: Family::default(),
+            kafka_duplicates_dropped: Family::default(),
             registry: Registry::default(),
         };
         // Counter names get their `_total` suffix from the encoder.
@@ -165,6 +228,13 @@ impl Metrics {
         registry.register(FAMILIES[9].0, help(9), m.outbox_pending.clone());
         registry.register(FAMILIES[10].0, help(10), m.rules_reload.clone());
         registry.register(FAMILIES[11].0, help(11), m.checkpoint_seconds.clone());
+        registry.register(FAMILIES[12].0, help(12), m.kafka_consumer_lag.clone());
+        registry.register(FAMILIES[13].0, help(13), m.kafka_watermark_seconds.clone());
+        registry.register(FAMILIES[14].0, help(14), m.kafka_shard_keys.clone());
+        registry.register(FAMILIES[15].0, help(15), m.kafka_rebalances.clone());
+        registry.register(FAMILIES[16].0, help(16), m.kafka_restore_seconds.clone());
+        registry.register(FAMILIES[17].0, help(17), m.kafka_republished.clone());
+        registry.register(FAMILIES[18].0, help(18), m.kafka_duplicates_dropped.clone());
         Metrics { registry, ..m }
     }
 
@@ -202,6 +272,26 @@ impl Metrics {
             .inc_by(n);
     }
 
+    /// Forgets the per-partition series of a Kafka shard this instance no
+    /// longer owns.
+    pub fn forget_partition(&self, topic: &str, partition: i32) {
+        let l = PartitionLabels {
+            topic: topic.to_string(),
+            partition,
+        };
+        self.kafka_consumer_lag.remove(&l);
+        self.kafka_watermark_seconds.remove(&l);
+        self.kafka_shard_keys.remove(&l);
+    }
+
+    pub fn rebalance(&self, kind: &str) {
+        self.kafka_rebalances
+            .get_or_create(&RebalanceLabel {
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
     pub fn reload(&self, ok: bool) {
         self.rules_reload
             .get_or_create(&OutcomeLabel {
@@ -231,6 +321,13 @@ mod tests {
             ("tocsin_outbox_pending", "gauge"),
             ("tocsin_rules_reload_total", "counter"),
             ("tocsin_checkpoint_seconds", "gauge"),
+            ("tocsin_kafka_consumer_lag", "gauge"),
+            ("tocsin_kafka_watermark_seconds", "gauge"),
+            ("tocsin_kafka_shard_keys", "gauge"),
+            ("tocsin_kafka_rebalances_total", "counter"),
+            ("tocsin_kafka_restore_seconds", "gauge"),
+            ("tocsin_kafka_republished_total", "counter"),
+            ("tocsin_kafka_duplicates_dropped_total", "counter"),
         ] {
             let base = name.trim_end_matches("_total");
             assert!(

@@ -4,14 +4,13 @@
 //! key (kept until `P + throttle`) and whether the firing that a `resolved`
 //! would end was produced.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use minijinja::Environment;
 use serde_json::{Map, Value};
 
 use super::{Alert, alert_id};
-use crate::engine::{Key, Match, Status};
+use crate::engine::{FastMap, Key, Match, Status};
 use crate::event::EventTime;
 use crate::lang::program::Rule;
 
@@ -39,7 +38,7 @@ struct Throttle {
 pub struct AlertStage {
     rules: Vec<Arc<Rule>>,
     env: Environment<'static>,
-    throttles: HashMap<(usize, Key), Throttle>,
+    throttles: FastMap<(usize, Key), Throttle>,
     /// Inserts since the last sweep of expired throttle entries.
     since_sweep: usize,
     stats: StageStats,
@@ -61,7 +60,7 @@ impl AlertStage {
         AlertStage {
             rules: rules.to_vec(),
             env,
-            throttles: HashMap::new(),
+            throttles: FastMap::default(),
             since_sweep: 0,
             stats: StageStats {
                 alerts: vec![[0; 2]; rules.len()],

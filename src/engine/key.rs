@@ -11,6 +11,10 @@ use super::expr::{Ctx, eval};
 use crate::event::json;
 use crate::lang::program::KeyExpr;
 
+/// Hash maps of the engine: keys come from event fields (attacker-chosen),
+/// so the hasher is seeded per process (no collision flooding) but fast.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// A key as compact JSON text, e.g. `{"user":"alice"}`; `{}` for no key.
 /// Ordered bytewise, as timers at one instant must be.
 pub type Key = Arc<str>;

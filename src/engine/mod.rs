@@ -12,14 +12,14 @@ pub mod key;
 mod operator;
 pub mod snapshot;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::event::{Event, EventTime};
 use crate::lang::program::{Program, Rule};
-pub use key::Key;
+pub use key::{FastMap, Key};
 use operator::Operator;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,7 +70,7 @@ pub struct Engine {
     rules: Vec<Arc<Rule>>,
     ops: Vec<Operator>,
     /// Rules by stream name, in rule order, `*` rules merged in.
-    routes: HashMap<String, Vec<usize>>,
+    routes: FastMap<String, Vec<usize>>,
     /// Rules reading every stream (`from *`), for streams not in `routes`.
     any: Vec<usize>,
     timers: BTreeSet<Timer>,
@@ -81,7 +81,7 @@ impl Engine {
     pub fn new(program: &Program) -> Self {
         let rules = program.rules.clone();
         let ops = rules.iter().map(|r| Operator::new(r)).collect();
-        let mut routes: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut routes: FastMap<String, Vec<usize>> = FastMap::default();
         let mut any = Vec::new();
         for (i, r) in rules.iter().enumerate() {
             for s in r.streams() {

@@ -2,7 +2,7 @@
 //! its partition's shard, hands alerts to the outbox, and writes snapshots
 //! (periodically, on revoke, at shutdown) before committing offsets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -13,14 +13,16 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::shard::Shard;
+use super::repartition::{Meta, Repartitioner};
+use super::route::Plan;
+use super::shard::{Keyed, Shard};
 use super::state::{StateStore, key};
 use super::{AlertHook, KafkaSettings};
 use crate::alert::Alert;
 use crate::decode::RejectReason;
 use crate::decode::{Decoded, Decoder};
 use crate::lang::Program;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PartitionLabels, TopicLabel};
 use crate::outbox::Outbox;
 use crate::source::now;
 
@@ -30,17 +32,44 @@ const SOURCE: &str = "kafka";
 /// consumer thread, inside or after `poll`; the lock is never contended).
 struct Runtime {
     settings: KafkaSettings,
-    program: Program,
+    /// Which rules run on the input shards and which on by-key shards.
+    plan: Plan,
+    /// Every input partition (`topic/partition`): the sources whose
+    /// watermarks a by-key shard waits for.
+    sources: Vec<String>,
+    /// Publishes to the by-key topics (`None` when no rule is repartitioned).
+    repart: Option<Repartitioner>,
     shards: Mutex<BTreeMap<(String, i32), Shard>>,
     store: StateStore,
     outbox: Arc<Outbox>,
     metrics: Arc<Metrics>,
     on_alert: AlertHook,
+    /// High watermark per partition, from the client's statistics.
+    high: Mutex<HashMap<(String, i32), i64>>,
 }
 
 struct Ctx(Arc<Runtime>);
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn stats(&self, st: rdkafka::Statistics) {
+        let mut high = self.0.high.lock().unwrap_or_else(|p| p.into_inner());
+        for (t, topic) in st.topics {
+            for (p, part) in topic.partitions {
+                if p >= 0 && part.hi_offset >= 0 {
+                    high.insert((t.clone(), p), part.hi_offset);
+                }
+            }
+        }
+    }
+}
+
+/// Stops the process: the state in memory can no longer be made durable
+/// consistently; another instance (or this one, restarted) re-evaluates
+/// from the last snapshots.
+fn fatal(what: &str, e: &str) -> ! {
+    tracing::error!(error = %e, "{what}; exiting");
+    std::process::exit(1)
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
@@ -49,17 +78,23 @@ impl ConsumerContext for Ctx {
             Rebalance::Revoke(tpl) => {
                 let parts = parts(tpl);
                 let lost = c.assignment_lost();
+                rt.metrics.rebalance(if lost { "lost" } else { "revoke" });
                 tracing::info!(partitions = ?parts, lost, "Kafka partitions revoked");
                 if !lost && let Err(e) = rt.checkpoint(c, Some(&parts)) {
                     tracing::error!(error = %e, "Snapshot on revoke failed; the next owner re-evaluates from the previous one");
                 }
                 let mut shards = rt.lock();
-                for p in &parts {
-                    shards.remove(p);
+                for (t, p) in &parts {
+                    shards.remove(&(t.clone(), *p));
+                    rt.metrics.forget_partition(t, *p);
+                    if let Some(r) = &rt.repart {
+                        r.forget(&key(t, *p));
+                    }
                 }
             }
             Rebalance::Assign(tpl) => {
                 let parts = parts(tpl);
+                rt.metrics.rebalance("assign");
                 let started = Instant::now();
                 let snaps = match rt.store.load(&parts) {
                     Ok(s) => s,
@@ -72,16 +107,21 @@ impl ConsumerContext for Ctx {
                 };
                 let mut shards = rt.lock();
                 for (t, p) in &parts {
-                    let mut sh = Shard::new(&rt.program, rt.settings.max_delay_ms, t, *p);
+                    let mut sh = match rt.plan.group_of(t) {
+                        Some(g) => Shard::by_key(&g.program, t, *p),
+                        None => Shard::input(&rt.plan.local, rt.settings.max_delay_ms, t, *p),
+                    };
                     if let Some(s) = snaps.get(&key(t, *p)) {
                         sh.restore(s);
                     }
                     shards.insert((t.clone(), *p), sh);
                 }
+                let secs = started.elapsed().as_secs_f64();
+                rt.metrics.kafka_restore_seconds.set(secs);
                 tracing::info!(
                     partitions = ?parts,
                     restored = snaps.len(),
-                    seconds = started.elapsed().as_secs_f64(),
+                    seconds = secs,
                     "Kafka partitions assigned"
                 );
             }
@@ -116,6 +156,35 @@ impl Runtime {
         }
     }
 
+    /// Per-partition gauges: lag, watermark, keys.
+    fn partition_metrics(&self) {
+        let high = self.high.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let shards = self.lock();
+        for ((t, p), sh) in shards.iter() {
+            let l = PartitionLabels {
+                topic: t.clone(),
+                partition: *p,
+            };
+            if let Some(hi) = high.get(&(t.clone(), *p)) {
+                self.metrics
+                    .kafka_consumer_lag
+                    .get_or_create(&l)
+                    .set((hi - sh.next_offset).max(0));
+            }
+            let w = sh.pipeline.watermark();
+            if w > crate::event::EventTime::MIN {
+                self.metrics
+                    .kafka_watermark_seconds
+                    .get_or_create(&l)
+                    .set(w.0 as f64 / 1000.0);
+            }
+            self.metrics
+                .kafka_shard_keys
+                .get_or_create(&l)
+                .set(i64::try_from(sh.keys()).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Makes the alerts durable, writes the snapshots of the given shards
     /// (every dirty one when `None`), then commits their offsets.
     fn checkpoint(
@@ -137,6 +206,11 @@ impl Runtime {
             return Ok(());
         }
         self.outbox.sync().map_err(|e| e.to_string())?;
+        // Input offsets cover their re-published events only once these
+        // are acknowledged.
+        if let Some(r) = &self.repart {
+            r.flush()?;
+        }
         let snaps: Vec<_> = chosen.iter().map(|k| shards[k].snapshot()).collect();
         self.store.write(&snaps)?;
         let mut tpl = TopicPartitionList::new();

@@ -2,7 +2,7 @@
 //! `topic/partition`. One partition, one record per snapshot (each flushed
 //! on its own, so every record is its own batch), JSON.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -22,6 +22,18 @@ pub struct ShardSnapshot {
     /// The next offset to evaluate.
     pub offset: i64,
     pub pipeline: PipelineSnapshot,
+    /// By-key shards: per source partition (`topic/partition`), the highest
+    /// source offset evaluated (duplicates at or below it are dropped) and
+    /// the source's watermark.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, SourceMark>,
+}
+
+/// What a by-key shard knows of one source partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceMark {
+    pub offset: i64,
+    pub watermark: i64,
 }
 
 pub fn key(topic: &str, partition: i32) -> String {

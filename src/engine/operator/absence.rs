@@ -4,11 +4,10 @@
 //! State per key: the last event time and whether the silence has fired. A
 //! fired key is kept until it resolves.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::NewTimers;
-use crate::engine::key::Key;
+use crate::engine::key::{FastMap, Key};
 use crate::engine::snapshot::OpSnapshot;
 use crate::engine::{Match, Status};
 use crate::event::{Event, EventTime};
@@ -22,7 +21,7 @@ struct KeyState {
 
 #[derive(Default)]
 pub(crate) struct AbsenceOp {
-    keys: HashMap<Key, KeyState>,
+    keys: FastMap<Key, KeyState>,
 }
 
 fn alert(idx: usize, key: Key, status: Status, time: EventTime) -> Match {

@@ -14,12 +14,12 @@
 //! next step's event, so the first complete assignment found is the
 //! earliest one.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::NewTimers;
 use crate::engine::expr::{Ctx, StepView, test};
-use crate::engine::key::Key;
+use crate::engine::key::{FastMap, Key};
 use crate::engine::snapshot::{CandidateSnap, EventSnap, OpSnapshot, SequenceKeySnap};
 use crate::engine::{Match, Status};
 use crate::event::{Event, EventTime};
@@ -61,7 +61,7 @@ struct KeyState {
 }
 
 pub(crate) struct SequenceOp {
-    keys: HashMap<Key, KeyState>,
+    keys: FastMap<Key, KeyState>,
     next_seq: u64,
     /// Indexes of the positive steps.
     positive: Vec<usize>,
@@ -82,7 +82,7 @@ impl SequenceOp {
             .filter(|s| s.negated)
             .map(|_| seq.steps.len() - 1);
         SequenceOp {
-            keys: HashMap::new(),
+            keys: FastMap::default(),
             next_seq: 1,
             positive,
             trailing,

@@ -6,7 +6,7 @@
 //! is dropped when its last window closes (sliding: when a timer leaves it
 //! empty).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::NewTimers;
 use crate::engine::aggregate::{Args, compute};
 use crate::engine::expr::{Ctx, eval, test};
-use crate::engine::key::Key;
+use crate::engine::key::{FastMap, Key};
 use crate::engine::snapshot::{OpSnapshot, ThresholdKeySnap};
 use crate::engine::{Match, Status};
 use crate::event::{Event, EventTime};
@@ -35,13 +35,13 @@ enum KeyState {
 }
 
 pub(crate) struct ThresholdOp {
-    keys: HashMap<Key, KeyState>,
+    keys: FastMap<Key, KeyState>,
 }
 
 impl ThresholdOp {
     pub(super) fn new(_t: &Threshold) -> Self {
         ThresholdOp {
-            keys: HashMap::new(),
+            keys: FastMap::default(),
         }
     }
 
