@@ -38,7 +38,7 @@ struct TestFile {
     #[serde(default)]
     max_delay: Option<String>,
     #[serde(default)]
-    events: Option<Vec<Value>>,
+    events: Option<Vec<serde_yaml_ng::Value>>,
     /// NDJSON file, relative to the test file.
     #[serde(default)]
     events_file: Option<PathBuf>,
@@ -134,7 +134,14 @@ fn run_file(
     }
     // Input texts: YAML events as compact JSON, members in the order written.
     let lines: Vec<String> = match (&tf.events, &tf.events_file) {
-        (Some(evs), None) => evs.iter().map(json::compact).collect(),
+        (Some(evs), None) => evs
+            .iter()
+            .map(|v| {
+                let mut out = String::new();
+                yaml_compact(v, &mut out);
+                out
+            })
+            .collect(),
         (None, Some(f)) => match std::fs::read_to_string(base.join(f)) {
             Ok(t) => t.lines().map(str::to_string).collect(),
             Err(e) => return Outcome::Malformed(format!("{name}: events_file: {e}")),
@@ -253,4 +260,54 @@ fn diff(expected: &[serde_json::Map<String, Value>], actual: &[Value]) -> String
         let _ = write!(out, "  {sign}{}", change);
     }
     out
+}
+
+/// A YAML value as compact JSON, mapping members in the order written (the
+/// event's input text, which decides the order of ties).
+fn yaml_compact(v: &serde_yaml_ng::Value, out: &mut String) {
+    use serde_yaml_ng::Value as Y;
+    match v {
+        Y::Null => out.push_str("null"),
+        Y::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Y::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                out.push_str(&i.to_string());
+            } else if let Some(u) = n.as_u64() {
+                out.push_str(&u.to_string());
+            } else {
+                json::write_number(out, n.as_f64().unwrap_or(f64::NAN));
+            }
+        }
+        Y::String(s) => json::write_string(out, s),
+        Y::Sequence(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                yaml_compact(item, out);
+            }
+            out.push(']');
+        }
+        Y::Mapping(m) => {
+            out.push('{');
+            for (i, (k, val)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                match k {
+                    Y::String(s) => json::write_string(out, s),
+                    other => {
+                        let mut key = String::new();
+                        yaml_compact(other, &mut key);
+                        json::write_string(out, key.trim_matches('"'));
+                    }
+                }
+                out.push(':');
+                yaml_compact(val, out);
+            }
+            out.push('}');
+        }
+        Y::Tagged(t) => yaml_compact(&t.value, out),
+    }
 }
