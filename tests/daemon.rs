@@ -380,10 +380,17 @@ fn a_tailed_file_is_followed_across_rotation() {
     let log = dir.path().join("app.ndjson");
     std::fs::write(&log, "{\"type\":\"auth\",\"ts\":1000,\"user\":\"root\"}\n").unwrap();
     let src = format!(
-        "  - kind: file\n    path: {}/*.ndjson\n    start_at: beginning",
+        "  - kind: file\n    path: {}/app*.ndjson\n    start_at: beginning",
         dir.path().display()
     );
     let d = Daemon::start(dir.path(), &config(&src, ""), &[]);
+    // The tailer has the file open before it is rotated.
+    wait_for("the first line read", WAIT, || {
+        get(d.port, "/metrics")
+            .body
+            .contains("tocsin_events_received_total{source=\"file\"} 1")
+            .then_some(())
+    });
     // Rotation: rename, then a new file at the same path.
     let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     f.write_all(b"{\"type\":\"auth\",\"ts\":2000,\"user\":\"root\"}\n")
