@@ -406,6 +406,14 @@ mod tests {
         assert!(e.to_string().contains("invalid duration"), "{e}");
     }
 
+    /// Found by fuzzing the config loader: a duration with a multi-byte
+    /// character panicked instead of being reported.
+    #[test]
+    fn a_non_ascii_duration_is_an_error_not_a_panic() {
+        let e = Config::parse("t.yaml", "rules: r\nevents:\n  idle_timeout: 1Д\n").unwrap_err();
+        assert!(e.to_string().contains("invalid duration"), "{e}");
+    }
+
     #[test]
     fn sizes() {
         assert_eq!(parse_size("16MiB"), Some(16 << 20));

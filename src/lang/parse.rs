@@ -734,11 +734,17 @@ pub fn duration_ms(text: &str) -> Result<i64, String> {
             return Err(invalid());
         }
         let (num, tail) = rest.split_at(digits);
-        let unit_len = if tail.starts_with("ms") { 2 } else { 1 };
+        // The unit: `ms`, or one character (split on a char boundary: the
+        // text may hold any Unicode, e.g. `1Д` from a config file).
+        let unit_len = if tail.starts_with("ms") {
+            2
+        } else {
+            tail.chars().next().map_or(0, char::len_utf8)
+        };
         if tail.is_empty() {
             return Err(invalid());
         }
-        let (unit, tail) = tail.split_at(unit_len.min(tail.len()));
+        let (unit, tail) = tail.split_at(unit_len);
         let Some(rank) = UNITS.iter().position(|(u, _)| *u == unit) else {
             return Err(invalid());
         };
@@ -768,7 +774,11 @@ mod tests {
         assert_eq!(duration_ms("2s500ms"), Ok(2500));
         assert_eq!(duration_ms("1m0s"), Ok(60_000));
         assert_eq!(duration_ms("1d"), Ok(86_400_000));
-        for bad in ["", "1s1m", "1m1m", "1", "s", "1.5s", "1x", "1ms1s"] {
+        // `1Д`: found by fuzzing the config loader (a multi-byte unit
+        // character split inside its UTF-8 bytes panicked).
+        for bad in [
+            "", "1s1m", "1m1m", "1", "s", "1.5s", "1x", "1ms1s", "1Д", "Д", "1mД",
+        ] {
             assert!(duration_ms(bad).is_err(), "{bad}");
         }
     }

@@ -139,19 +139,21 @@ impl Record {
                 let source = r.str()?;
                 let offset = match r.u8()? {
                     0 => None,
-                    _ => Some(FileOffset {
+                    1 => Some(FileOffset {
                         path: r.str()?,
                         identity: (r.u64()?, r.u64()?),
                         offset: r.u64()?,
                     }),
+                    _ => return None,
                 };
                 let idempotent = match r.u8()? {
                     0 => None,
-                    _ => Some(Idempotent {
+                    1 => Some(Idempotent {
                         key: r.str()?,
                         status: r.u16()?,
                         body: r.str()?,
                     }),
+                    _ => return None,
                 };
                 let n = r.u32()? as usize;
                 let mut events = Vec::with_capacity(n.min(1 << 16));
@@ -202,5 +204,16 @@ mod tests {
             assert_eq!(Record::decode(&b), Some(r.clone()));
             assert_eq!(Record::decode(&b[..b.len() - 1]), None);
         }
+    }
+
+    /// Found by fuzzing the log reader: an option flag other than 0 or 1
+    /// was read as "present", so the record did not re-encode to the same
+    /// bytes. Such a record is now corrupt.
+    #[test]
+    fn option_flags_other_than_0_and_1_are_corruption() {
+        let bytes = [
+            1, 4, 0, 0, 0, 1, 4, 0, 0, 0, 47, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        assert_eq!(Record::decode(&bytes), None);
     }
 }
