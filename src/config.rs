@@ -191,8 +191,9 @@ pub enum SourceConfig {
         group: String,
         /// `earliest` or `latest`: where a new group starts (default earliest).
         start_at: Option<String>,
-        /// The event fields producers key messages by; `tocsin check -c`
-        /// reports rules keyed otherwise.
+        /// The event fields producers key messages by. Rules keyed
+        /// otherwise are repartitioned through `<group>.by-<key>` topics
+        /// (`tocsin check -c` names them); empty: every rule is.
         #[serde(default)]
         partitioned_by: Vec<String>,
         /// librdkafka settings passed through (`security.protocol`, ...).

@@ -136,7 +136,11 @@ const FAMILIES: [(&str, &str, &str); 19] = [
         "gauge",
         "Event-time watermark of a Kafka shard, Unix seconds",
     ),
-    ("tocsin_kafka_shard_keys", "gauge", "Live keys of a Kafka shard, over its rules"),
+    (
+        "tocsin_kafka_shard_keys",
+        "gauge",
+        "Live keys of a Kafka shard, over its rules",
+    ),
     (
         "tocsin_kafka_rebalances",
         "counter",

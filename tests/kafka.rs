@@ -37,6 +37,29 @@ rule fail_then_success {
         s: auth where outcome == "success"
     }
 }
+
+# Keyed on another field than the producers' key: repartitioned through
+# the internal topic tocsin-test.by-service.
+rule service_failures {
+    key    service
+    from   auth where outcome == "failure"
+    window sliding 30s
+    when   count() >= 6
+    message "{{ key.service }}: {{ values['count()'] }} failures in 30s"
+}
+
+rule service_quiet {
+    key    service
+    from   auth
+    absent 40s
+}
+
+# No key: one shard sees every event, through tocsin-test.by-global.
+rule failure_burst {
+    from   auth where outcome == "failure"
+    window sliding 20s
+    when   count() >= 19
+}
 "#;
 
 fn helper() -> PathBuf {
@@ -84,7 +107,8 @@ impl Drop for Broker {
     }
 }
 
-/// `n` auth events of 24 users, one second apart, deterministic.
+/// `n` auth events of 24 users on 5 services, one second apart,
+/// deterministic.
 fn events(n: usize, start_s: i64) -> Vec<String> {
     let mut out = Vec::with_capacity(n);
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
@@ -98,10 +122,11 @@ fn events(n: usize, start_s: i64) -> Vec<String> {
         } else {
             "failure"
         };
+        let service = ["api", "web", "sso", "vpn", "mail"][((x >> 20) % 5) as usize];
         let t = start_s + i as i64;
         let (h, m, s) = (t / 3600, (t / 60) % 60, t % 60);
         out.push(format!(
-            r#"{{"type":"auth","ts":"2026-11-01T{h:02}:{m:02}:{s:02}Z","user":"{user}","outcome":"{outcome}"}}"#
+            r#"{{"type":"auth","ts":"2026-11-01T{h:02}:{m:02}:{s:02}Z","user":"{user}","service":"{service}","outcome":"{outcome}"}}"#
         ));
     }
     out
@@ -256,19 +281,119 @@ fn one_instance_matches_replay() {
     let want = expected(root.path(), &evs);
     let d = instance(root.path(), "a", &broker.addr());
     produce(&broker, root.path(), "in.ndjson", &evs);
+    // Re-published events delivered twice (as after a crash between the
+    // re-publish and the input snapshot) are evaluated once.
+    py(
+        &[
+            "redeliver",
+            &broker.addr(),
+            "tocsin-test.by-service",
+            "0",
+            "20",
+        ],
+        None,
+    );
     flush(&broker);
     wait_equal(&[&d], &want, Duration::from_secs(60));
+    // Per-partition metrics, for the input and the by-key shards (updated
+    // once a second).
+    let global_done = "tocsin_kafka_watermark_seconds{topic=\"tocsin-test.by-global\",partition=\"0\"} 1793577600";
+    let m = common::wait_for("per-partition metrics", Duration::from_secs(10), || {
+        let m = common::get(d.port, "/metrics").body;
+        m.contains(global_done).then_some(m)
+    });
+    for p in 0..PARTITIONS {
+        for family in ["tocsin_kafka_watermark_seconds", "tocsin_kafka_shard_keys"] {
+            for topic in ["events", "tocsin-test.by-service"] {
+                let series = format!("{family}{{topic=\"{topic}\",partition=\"{p}\"}}");
+                assert!(m.contains(&series), "no {series} in\n{m}");
+            }
+        }
+    }
+    assert!(
+        metric_sum(
+            &m,
+            "tocsin_kafka_republished_total{topic=\"tocsin-test.by-service\"}"
+        ) > 1000.0,
+        "{m}"
+    );
+    assert!(
+        metric_sum(&m, "tocsin_kafka_rebalances_total{kind=\"assign\"}") >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "tocsin_kafka_duplicates_dropped_total{topic=\"tocsin-test.by-service\"}"
+        ),
+        20.0,
+        "{m}"
+    );
 }
 
-/// Partitions an instance was assigned, from its log.
-fn assigned(d: &Daemon) -> Vec<usize> {
+/// The sum of the samples whose series starts with `series`.
+fn metric_sum(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `tocsin check -c` names every rule a Kafka source will repartition,
+/// as a warning (exit status 0).
+#[test]
+fn check_reports_repartitioned_rules() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(dir.join("rules/test.rules"), RULES).unwrap();
+    let cfg = config("127.0.0.1:9", dir);
+    std::fs::write(dir.join("tocsin.yaml"), cfg.replace("{port}", "0")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tocsin"))
+        .args(["check", "-c"])
+        .arg(dir.join("tocsin.yaml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let warnings: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(": warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 3, "{stdout}");
+    for (rule, topic) in [
+        ("service_failures", "tocsin-test.by-service"),
+        ("service_quiet", "tocsin-test.by-service"),
+        ("failure_burst", "tocsin-test.by-global"),
+    ] {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains(&format!("rule `{rule}`")) && w.contains(&format!("`{topic}`"))),
+            "{rule}: {stdout}"
+        );
+    }
+    assert!(warnings[0].contains("keyed on `service`, not on partitioned_by [user]"));
+    assert!(stderr.contains("6 rule(s) OK, 3 warning(s)"), "{stderr}");
+}
+
+/// The input partitions (of "events") named on a log line.
+fn parts_on(line: &str) -> Vec<usize> {
+    (0..PARTITIONS)
+        .filter(|p| line.contains(&format!("\"events\", {p})")))
+        .collect()
+}
+
+/// Input partitions an instance was assigned over its life, from its log.
+fn assigned_in(log: &str) -> Vec<usize> {
     let mut out = Vec::new();
-    for line in d.stderr().lines() {
-        if !line.contains("Kafka partitions assigned") {
-            continue;
-        }
-        for p in 0..PARTITIONS {
-            if line.contains(&format!("\"events\", {p})")) && !out.contains(&p) {
+    for line in log
+        .lines()
+        .filter(|l| l.contains("Kafka partitions assigned"))
+    {
+        for p in parts_on(line) {
+            if !out.contains(&p) {
                 out.push(p);
             }
         }
@@ -276,14 +401,41 @@ fn assigned(d: &Daemon) -> Vec<usize> {
     out
 }
 
+fn assigned(d: &Daemon) -> Vec<usize> {
+    assigned_in(&d.stderr())
+}
+
+/// Input partitions an instance holds now (assigned minus revoked; the
+/// cooperative assignor logs increments).
+fn holds(d: &Daemon) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::new();
+    for line in d.stderr().lines() {
+        if line.contains("Kafka partitions assigned") {
+            out.extend(parts_on(line));
+        } else if line.contains("Kafka partitions revoked") {
+            let gone = parts_on(line);
+            out.retain(|p| !gone.contains(p));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 fn wait_assigned(d: &Daemon) {
     common::wait_for("a partition assignment", Duration::from_secs(30), || {
-        (!assigned(d).is_empty()).then_some(())
+        (d.stderr()
+            .contains("Kafka partitions assigned partitions=[("))
+        .then_some(())
     });
 }
 
-/// Three instances in one group; the one that held every partition is
-/// killed with SIGKILL midway and a new process takes its place.
+/// Three instances in one group (the first alone at first, so it held
+/// every input partition); midway, an instance that holds input partitions
+/// is killed with SIGKILL and a new process takes its place on its state
+/// directory. Input partitions re-published to the by-key topics by the
+/// killed instance after its last snapshot are re-published by their next
+/// owner; the by-key shards drop the duplicates.
 #[test]
 fn instances_share_partitions_and_survive_kill() {
     let root = tempfile::tempdir().unwrap();
@@ -298,33 +450,46 @@ fn instances_share_partitions_and_survive_kill() {
     let (p2, p3) = rest.split_at(3000);
 
     // Phase 1: one instance evaluates every partition.
-    let mut a = instance(root.path(), "a", &broker.addr());
+    let a = instance(root.path(), "a", &broker.addr());
     wait_assigned(&a);
     produce(&broker, root.path(), "p1.ndjson", p1);
     common::wait_for("phase 1 alerts", Duration::from_secs(30), || {
         (delivered(&[&a]).len() > 20).then_some(())
     });
+    let a_first = assigned(&a);
     // Phase 2: two more join; partitions move (cooperative-sticky).
     let b = instance(root.path(), "b", &broker.addr());
     let c = instance(root.path(), "c", &broker.addr());
     wait_assigned(&b);
     wait_assigned(&c);
+    let mut live = vec![("a", a), ("b", b), ("c", c)];
     produce(&broker, root.path(), "p2.ndjson", p2);
-    std::thread::sleep(Duration::from_millis(300));
-    // kill -9 the first instance midway; a new process on its state
-    // directory (as systemd restarts it) joins the group.
-    a.child.kill().unwrap();
-    a.child.wait().unwrap();
-    let a_log = a.stderr();
-    let a_assigned = assigned(&a);
-    drop(a);
-    let d = instance(root.path(), "a", &broker.addr());
+    std::thread::sleep(Duration::from_millis(200));
+    // kill -9 the instance holding the most input partitions midway; a new
+    // process on its state directory (as systemd restarts it) joins.
+    let victim = (0..live.len())
+        .max_by_key(|&i| (holds(&live[i].1).len(), std::cmp::Reverse(i)))
+        .unwrap();
+    let (name, mut v) = live.remove(victim);
+    let v_held = holds(&v);
+    v.child.kill().unwrap();
+    v.child.wait().unwrap();
+    let v_log = v.stderr();
+    drop(v);
+    assert!(
+        !v_held.is_empty(),
+        "no instance held an input partition:\n{v_log}"
+    );
+    live.push((name, instance(root.path(), name, &broker.addr())));
     produce(&broker, root.path(), "p3.ndjson", p3);
     flush(&broker);
-    // The killed instance's alerts file is in directory "a", shared with d.
-    wait_equal(&[&d, &b, &c], &want, Duration::from_secs(120));
+    // The killed instance's alerts file is in its directory, shared with
+    // the new process.
+    let ds: Vec<&Daemon> = live.iter().map(|(_, d)| d).collect();
+    wait_equal(&ds, &want, Duration::from_secs(60));
 
-    for (n, x) in [("b", &b), ("c", &c), ("a after kill", &d)] {
+    eprintln!("killed {name} holding input partitions {v_held:?}");
+    for (n, x) in &live {
         for l in x
             .stderr()
             .lines()
@@ -334,18 +499,42 @@ fn instances_share_partitions_and_survive_kill() {
         }
     }
     // Partitions moved with their state: some shard was restored from a snapshot.
-    let restored = [&b, &c, &d].iter().any(|x| {
+    let restored = ds.iter().any(|x| {
         x.stderr()
             .lines()
             .any(|l| l.contains("assigned") && !l.contains("restored=0"))
     });
     assert!(restored, "no shard restored from a snapshot");
-    assert_eq!(a_assigned.len(), PARTITIONS, "{a_log}");
+    // The rules keyed on `service` and the global one ran on the by-key
+    // topics, fed by the instances that held input partitions.
+    let metrics: Vec<String> = ds
+        .iter()
+        .map(|x| common::get(x.port, "/metrics").body)
+        .collect();
+    let sum = |series: &str| metrics.iter().map(|m| metric_sum(m, series)).sum::<f64>();
+    assert!(sum("tocsin_kafka_republished_total{topic=\"tocsin-test.by-service\"}") > 0.0);
+    assert!(sum("tocsin_kafka_republished_total{topic=\"tocsin-test.by-global\"}") > 0.0);
+    eprintln!(
+        "re-published duplicates dropped by the survivors: {}",
+        sum("tocsin_kafka_duplicates_dropped_total")
+    );
+    // Every input partition was evaluated by more than one process (the
+    // killed one included).
+    assert_eq!(
+        a_first.len(),
+        PARTITIONS,
+        "first instance alone: {a_first:?}"
+    );
+    let logs: Vec<String> = ds
+        .iter()
+        .map(|x| x.stderr())
+        .chain(std::iter::once(v_log))
+        .collect();
     for p in 0..PARTITIONS {
-        let others = [&b, &c, &d]
+        let n = logs
             .iter()
-            .filter(|x| assigned(x).contains(&p))
+            .filter(|log| assigned_in(log).contains(&p))
             .count();
-        assert!(others >= 1, "partition {p} only ever on the first instance");
+        assert!(n >= 2, "partition {p} evaluated by {n} process(es)");
     }
 }

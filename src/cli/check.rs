@@ -29,11 +29,24 @@ pub enum Format {
 pub fn run(args: CheckArgs) -> ExitCode {
     let mut opts = Options::default();
     let mut config_rules = None;
+    // Kafka sources that declare `partitioned_by`: (group, fields).
+    let mut kafka = Vec::new();
     if let Some(path) = &args.config {
         match crate::config::Config::load(path) {
             Ok(cfg) => {
                 opts.channels = Some(cfg.channel_names());
                 config_rules = Some(cfg.rules.clone());
+                for src in &cfg.sources {
+                    if let crate::config::SourceConfig::Kafka {
+                        group,
+                        partitioned_by,
+                        ..
+                    } = src
+                        && !partitioned_by.is_empty()
+                    {
+                        kafka.push((group.clone(), partitioned_by.clone()));
+                    }
+                }
             }
             Err(e) => {
                 println!("{e}");
@@ -56,22 +69,38 @@ pub fn run(args: CheckArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let repartitioned = kafka_warnings(&loaded.program, &kafka);
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Text => {
             let _ = write!(out, "{}", loaded.render());
+            for w in &repartitioned {
+                let _ = writeln!(out, "{}:{}: warning: {}", w.file, w.line, w.message);
+            }
         }
         Format::Json => {
             let all: Vec<_> = loaded
                 .diagnostics
                 .iter()
                 .map(|d| d.to_json(&loaded.sources))
+                .chain(repartitioned.iter().map(|w| {
+                    serde_json::json!({
+                        "file": w.file,
+                        "line": w.line,
+                        "column": 1,
+                        "end_line": w.line,
+                        "end_column": 1,
+                        "severity": "warning",
+                        "message": w.message,
+                        "hint": null,
+                    })
+                }))
                 .collect();
             let _ = writeln!(out, "{}", serde_json::Value::Array(all));
         }
     }
     let errors = loaded.diagnostics.iter().filter(|d| d.is_error()).count();
-    let warnings = loaded.diagnostics.len() - errors;
+    let warnings = loaded.diagnostics.len() - errors + repartitioned.len();
     if errors > 0 {
         eprintln!("{errors} error(s), {warnings} warning(s)");
         ExitCode::FAILURE
@@ -87,4 +116,44 @@ pub fn run(args: CheckArgs) -> ExitCode {
         );
         ExitCode::SUCCESS
     }
+}
+
+/// A rule a Kafka source will repartition.
+struct KafkaWarning {
+    file: String,
+    line: usize,
+    message: String,
+}
+
+/// With a kafka source that sets `partitioned_by`, every rule whose key is
+/// not that field (docs/scale-out.md, "Repartitioning").
+fn kafka_warnings(program: &lang::Program, kafka: &[(String, Vec<String>)]) -> Vec<KafkaWarning> {
+    let mut out = Vec::new();
+    for (group, fields) in kafka {
+        let plan = crate::kafka::route::Plan::new(program, fields, group);
+        for g in &plan.groups {
+            for r in &g.program.rules {
+                out.push(KafkaWarning {
+                    file: r.file.clone(),
+                    line: r.line,
+                    message: if g.is_global() {
+                        format!(
+                            "rule `{}` has no key: kafka group `{group}` will repartition it through the single-partition topic `{}` (one shard sees every event)",
+                            r.name, g.topic
+                        )
+                    } else {
+                        format!(
+                            "rule `{}` is keyed on `{}`, not on partitioned_by [{}]: kafka group `{group}` will repartition it through topic `{}`",
+                            r.name,
+                            g.names.join(", "),
+                            fields.join(", "),
+                            g.topic
+                        )
+                    },
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    out
 }

@@ -13,7 +13,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::repartition::{Meta, Repartitioner};
+use super::repartition::{Meta, Origin, Repartitioner};
 use super::route::Plan;
 use super::shard::{Keyed, Shard};
 use super::state::{StateStore, key};
@@ -171,8 +171,10 @@ impl Runtime {
                     .get_or_create(&l)
                     .set((hi - sh.next_offset).max(0));
             }
+            // Before any event (a by-key shard's own sequencer sits near
+            // the minimum until its sources' watermarks arrive): no sample.
             let w = sh.pipeline.watermark();
-            if w > crate::event::EventTime::MIN {
+            if w.0 > i64::MIN / 2 {
                 self.metrics
                     .kafka_watermark_seconds
                     .get_or_create(&l)
@@ -237,9 +239,46 @@ impl Runtime {
     }
 }
 
-/// Creates the state topic when missing, then starts the consumer thread.
-/// The thread stops (after a last snapshot of every shard) when `stop` is
-/// cancelled.
+/// Creates a topic when missing.
+async fn create_topic(
+    admin: &AdminClient<rdkafka::client::DefaultClientContext>,
+    topic: &NewTopic<'_>,
+) -> Result<(), String> {
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    match admin.create_topics([topic], &opts).await {
+        Ok(rs) => {
+            for r in rs {
+                if let Err((t, code)) = r
+                    && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+                {
+                    return Err(format!("cannot create topic {t}: {code}"));
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(format!("cannot create topic {}: {e}", topic.name)),
+    }
+}
+
+/// The partition count of a topic (0 when it does not exist).
+fn partition_count(
+    admin: &AdminClient<rdkafka::client::DefaultClientContext>,
+    topic: &str,
+) -> Result<i32, String> {
+    let md = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| format!("metadata of topic {topic}: {e}"))?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len() as i32))
+}
+
+/// Creates the state topic (and the by-key topics of repartitioned rules)
+/// when missing, then starts the consumer thread. The thread stops (after a
+/// last snapshot of every shard) when `stop` is cancelled.
 pub async fn spawn(
     settings: KafkaSettings,
     program: Program,
@@ -256,31 +295,74 @@ pub async fn spawn(
         .map_err(|e| format!("kafka admin client: {e}"))?;
     let topic =
         NewTopic::new(&state_topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    match admin.create_topics([&topic], &opts).await {
-        Ok(rs) => {
-            for r in rs {
-                if let Err((t, code)) = r
-                    && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
-                {
-                    return Err(format!("cannot create state topic {t}: {code}"));
-                }
+    create_topic(&admin, &topic)
+        .await
+        .map_err(|e| format!("state topic: {e}"))?;
+    let mut plan = Plan::new(&program, &settings.partitioned_by, &settings.group);
+    let mut sources = Vec::new();
+    let mut repart = None;
+    if !plan.groups.is_empty() {
+        // By-key topics get the input's partition count (the largest one
+        // when there are several input topics); the global key gets one.
+        let mut n = 0;
+        for t in &settings.topics {
+            let c = partition_count(&admin, t)?;
+            if c == 0 {
+                return Err(format!(
+                    "input topic {t} does not exist; it must, to size the by-key topics of repartitioned rules"
+                ));
             }
+            sources.extend((0..c).map(|p| key(t, p)));
+            n = n.max(c);
         }
-        Err(e) => return Err(format!("cannot create state topic {state_topic}: {e}")),
+        for g in &mut plan.groups {
+            let want = if g.is_global() { 1 } else { n };
+            create_topic(
+                &admin,
+                &NewTopic::new(&g.topic, want, TopicReplication::Fixed(1)),
+            )
+            .await?;
+            let got = partition_count(&admin, &g.topic)?;
+            if got == 0 {
+                return Err(format!("by-key topic {} has no partitions", g.topic));
+            }
+            if got != want {
+                tracing::warn!(topic = %g.topic, partitions = got, wanted = want, "By-key topic exists with another partition count; using it");
+            }
+            g.partitions = got;
+            tracing::info!(
+                topic = %g.topic,
+                partitions = got,
+                rules = ?g.program.rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+                "Rules keyed otherwise than partitioned_by are repartitioned"
+            );
+        }
+        repart = Some(Repartitioner::new(
+            settings.client_config(),
+            plan.groups.clone(),
+            settings.max_event_bytes,
+        )?);
     }
     let store = StateStore::new(settings.client_config(), &settings.group, state_topic)?;
+    let mut topics: Vec<String> = settings.topics.clone();
+    topics.extend(plan.groups.iter().map(|g| g.topic.clone()));
     let rt = Arc::new(Runtime {
         settings: settings.clone(),
-        program,
+        plan,
+        sources,
+        repart,
         shards: Mutex::new(BTreeMap::new()),
         store,
         outbox,
         metrics,
         on_alert,
+        high: Mutex::new(HashMap::new()),
     });
-    let consumer: BaseConsumer<Ctx> = settings
-        .client_config()
+    let mut cc = settings.client_config();
+    if !settings.client.contains_key("statistics.interval.ms") {
+        cc.set("statistics.interval.ms", "5000");
+    }
+    let consumer: BaseConsumer<Ctx> = cc
         .set("group.id", &settings.group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -288,16 +370,135 @@ pub async fn spawn(
         .set("partition.assignment.strategy", "cooperative-sticky")
         .create_with_context(Ctx(rt.clone()))
         .map_err(|e| format!("kafka consumer: {e}"))?;
-    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
-        .subscribe(&topics)
+        .subscribe(&names)
         .map_err(|e| format!("kafka subscribe: {e}"))?;
-    tracing::info!(brokers = %settings.brokers, topics = ?settings.topics, group = %settings.group, "Kafka source consuming");
+    tracing::info!(brokers = %settings.brokers, topics = ?topics, group = %settings.group, "Kafka source consuming");
     std::thread::Builder::new()
         .name("tocsin-kafka".into())
         .stack_size(64 << 20)
         .spawn(move || run(rt, consumer, decoder, stop))
         .map_err(|e| format!("cannot start the kafka thread: {e}"))
+}
+
+/// A message of an input partition.
+fn on_input(
+    rt: &Runtime,
+    decoder: &Decoder,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+    alerts: &mut Vec<Alert>,
+) -> bool {
+    let s = &rt.settings;
+    let wall = now();
+    let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+    let payload = m.payload().unwrap_or_default();
+    let ev = match decode(decoder, s, payload, wall) {
+        Ok(ev) => ev,
+        Err(reason) => {
+            rt.metrics.reject(SOURCE, reason.as_str());
+            None
+        }
+    };
+    let received = ev.is_some();
+    let mut shards = rt.lock();
+    let Some(sh) = shards.get_mut(&(topic.to_string(), partition)) else {
+        return false;
+    };
+    if sh.covers(offset) {
+        return false;
+    }
+    if let (Some(r), Some(ev)) = (&rt.repart, &ev) {
+        // Late in its partition: not evaluated here, not re-published.
+        let w = sh.pipeline.watermark();
+        if ev.time >= w {
+            let after = w.max(ev.time.saturating_sub(s.max_delay_ms.max(0)));
+            let src = key(topic, partition);
+            let from = Origin {
+                source: &src,
+                offset,
+                arrival: wall,
+                watermark: after,
+            };
+            if let Err(e) = r.publish(&from, payload, ev, |t| {
+                rt.metrics
+                    .kafka_republished
+                    .get_or_create(&TopicLabel {
+                        topic: t.to_string(),
+                    })
+                    .inc();
+            }) {
+                fatal("Cannot re-publish to a by-key topic", &e);
+            }
+        }
+    }
+    if sh.offer(offset, ev, wall, alerts).is_err() {
+        rt.metrics.events_late.inc();
+    }
+    drop(shards);
+    rt.deliver(alerts);
+    received
+}
+
+/// A message of a by-key partition.
+fn on_keyed(
+    rt: &Runtime,
+    decoder: &Decoder,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+    alerts: &mut Vec<Alert>,
+) {
+    let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+    let meta = Meta::of(m);
+    let mut shards = rt.lock();
+    let Some(sh) = shards.get_mut(&(topic.to_string(), partition)) else {
+        return;
+    };
+    if sh.covers(offset) {
+        return;
+    }
+    let Some(meta) = meta else {
+        // Not written by tocsin: skipped.
+        sh.next_offset = offset + 1;
+        sh.dirty = true;
+        tracing::warn!(
+            topic,
+            partition,
+            offset,
+            "Message without tocsin headers in a by-key topic; skipped"
+        );
+        return;
+    };
+    let event = meta.offset.map(|o| {
+        let payload = m.payload().unwrap_or_default();
+        let ev = match decoder.decode(payload, meta.arrival.map(crate::event::EventTime)) {
+            Decoded::Event(ev) => Some(ev),
+            _ => None,
+        };
+        (o, ev)
+    });
+    match sh.offer_keyed(
+        offset,
+        &meta.source,
+        event,
+        meta.watermark,
+        &rt.sources,
+        alerts,
+    ) {
+        Keyed::Late => {
+            rt.metrics.events_late.inc();
+        }
+        Keyed::Duplicate => {
+            rt.metrics
+                .kafka_duplicates_dropped
+                .get_or_create(&TopicLabel {
+                    topic: topic.to_string(),
+                })
+                .inc();
+        }
+        Keyed::Evaluated | Keyed::Marker => {}
+    }
+    drop(shards);
+    rt.deliver(alerts);
 }
 
 fn run(rt: Arc<Runtime>, consumer: BaseConsumer<Ctx>, decoder: Decoder, stop: CancellationToken) {
@@ -309,29 +510,11 @@ fn run(rt: Arc<Runtime>, consumer: BaseConsumer<Ctx>, decoder: Decoder, stop: Ca
     while !stop.is_cancelled() {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                let wall = now();
-                let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
-                let payload = m.payload().unwrap_or_default();
-                let ev = match decode(&decoder, &s, payload, wall) {
-                    Ok(ev) => ev,
-                    Err(reason) => {
-                        rt.metrics.reject(SOURCE, reason.as_str());
-                        None
-                    }
-                };
-                received += u64::from(ev.is_some());
-                let mut shards = rt.lock();
-                let Some(sh) = shards.get_mut(&(topic.to_string(), partition)) else {
-                    continue;
-                };
-                if sh.covers(offset) {
-                    continue;
+                if rt.plan.group_of(m.topic()).is_some() {
+                    on_keyed(&rt, &decoder, &m, &mut alerts);
+                } else {
+                    received += u64::from(on_input(&rt, &decoder, &m, &mut alerts));
                 }
-                if sh.offer(offset, ev, wall, &mut alerts).is_err() {
-                    rt.metrics.events_late.inc();
-                }
-                drop(shards);
-                rt.deliver(&mut alerts);
             }
             Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer"),
             None => {}
@@ -342,15 +525,30 @@ fn run(rt: Arc<Runtime>, consumer: BaseConsumer<Ctx>, decoder: Decoder, stop: Ca
                 rt.metrics.received(SOURCE, received);
                 received = 0;
             }
+            let wall = now();
+            let mut shards = rt.lock();
             if let Some(idle) = s.idle_timeout_ms {
-                let wall = now();
-                let mut shards = rt.lock();
                 for sh in shards.values_mut() {
                     sh.idle_advance(wall, idle, s.max_delay_ms, &mut alerts);
                 }
-                drop(shards);
-                rt.deliver(&mut alerts);
             }
+            if let Some(r) = &rt.repart {
+                // Watermarks of the input partitions to every by-key
+                // partition that got no event of them lately.
+                for ((t, p), sh) in shards.iter().filter(|(_, sh)| sh.by_key.is_none()) {
+                    if let Err(e) =
+                        r.markers(&key(t, *p), sh.pipeline.watermark(), Duration::from_secs(1))
+                    {
+                        fatal("Cannot send watermark markers to the by-key topics", &e);
+                    }
+                }
+                if let Err(e) = r.poll() {
+                    fatal("Re-published events were lost", &e);
+                }
+            }
+            drop(shards);
+            rt.deliver(&mut alerts);
+            rt.partition_metrics();
         }
         if last_checkpoint.elapsed() >= s.checkpoint_every {
             if let Err(e) = rt.checkpoint(&consumer, None) {

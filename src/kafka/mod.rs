@@ -10,9 +10,17 @@
 //! that. On assignment a shard restores its latest snapshot and skips what
 //! it covers.
 //!
+//! Rules not keyed on `partitioned_by` are repartitioned ([`route`],
+//! [`repartition`]): the input shards re-publish each event to an internal
+//! topic `<group>.by-<key>` per distinct rule key, and those topics'
+//! partitions are shards too (by-key shards, [`shard`]), in the same
+//! consumer group.
+//!
 //! Layer: uses the pipeline, decode, outbox and metrics; the daemon wires it.
 
 pub mod consumer;
+pub mod repartition;
+pub mod route;
 pub mod shard;
 pub mod state;
 

@@ -41,20 +41,31 @@ impl ProducerContext for DeliveryCtx {
     type DeliveryOpaque = ();
 
     fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, m)) = r {
-            if self.failed.fetch_add(1, Ordering::SeqCst) == 0 {
-                tracing::error!(error = %e, topic = m.topic(), partition = m.partition(), "Re-published event not delivered");
-            }
+        if let Err((e, m)) = r
+            && self.failed.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            tracing::error!(error = %e, topic = m.topic(), partition = m.partition(), "Re-published event not delivered");
         }
     }
+}
+
+/// Last watermark sent per (group index, partition, source), and when.
+type Sent = HashMap<(usize, i32, String), (i64, Instant)>;
+
+/// Where an event comes from: its input partition (`topic/partition`) and
+/// offset, its arrival time and the partition's watermark after it.
+pub struct Origin<'a> {
+    pub source: &'a str,
+    pub offset: i64,
+    pub arrival: EventTime,
+    pub watermark: EventTime,
 }
 
 pub struct Repartitioner {
     producer: BaseProducer<DeliveryCtx>,
     failed: Arc<AtomicU64>,
     pub groups: Vec<KeyGroup>,
-    /// Last watermark sent per (group index, partition, source), and when.
-    sent: Mutex<HashMap<(usize, i32, String), (i64, Instant)>>,
+    sent: Mutex<Sent>,
 }
 
 /// The tocsin headers of a by-key message.
@@ -126,7 +137,7 @@ impl Repartitioner {
             .clone()
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", "20")
             .set("message.max.bytes", max.to_string())
             .create_with_context(DeliveryCtx {
                 failed: failed.clone(),
@@ -140,8 +151,7 @@ impl Repartitioner {
         })
     }
 
-    #[allow(clippy::type_complexity)]
-    fn sent(&self) -> std::sync::MutexGuard<'_, HashMap<(usize, i32, String), (i64, Instant)>> {
+    fn sent(&self) -> std::sync::MutexGuard<'_, Sent> {
         self.sent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -158,20 +168,17 @@ impl Repartitioner {
         }
     }
 
-    /// Publishes an accepted event of `src` (`topic/partition`) at `offset`
-    /// to each by-key topic whose rules may read it and whose key it has.
-    /// `watermark` is the source's watermark after the event; `sent_to` is
-    /// called with the topic of each message sent.
+    /// Publishes an event an input shard accepted, its text unchanged, to
+    /// each by-key topic whose rules may read it and whose key it has;
+    /// `sent_to` is called with the topic of each message sent.
     pub fn publish(
         &self,
-        src: &str,
-        offset: i64,
+        from: &Origin<'_>,
         payload: &[u8],
         ev: &Event,
-        arrival: EventTime,
-        watermark: EventTime,
         mut sent_to: impl FnMut(&str),
     ) -> Result<(), String> {
+        let (src, watermark) = (from.source, from.watermark);
         for (gi, g) in self.groups.iter().enumerate() {
             if !g.reads(ev) {
                 continue;
@@ -182,7 +189,12 @@ impl Repartitioner {
                 .partition(part)
                 .key(&*key)
                 .payload(payload)
-                .headers(headers(src, Some(offset), watermark.0, Some(arrival.0)));
+                .headers(headers(
+                    src,
+                    Some(from.offset),
+                    watermark.0,
+                    Some(from.arrival.0),
+                ));
             self.send(rec)?;
             self.sent()
                 .insert((gi, part, src.to_string()), (watermark.0, Instant::now()));

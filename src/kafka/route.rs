@@ -200,8 +200,8 @@ mod tests {
     fn program(text: &str) -> Program {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("t.rules"), text).unwrap();
-        let l = crate::lang::load_locations(&[dir.path().to_path_buf()], &Default::default())
-            .unwrap();
+        let l =
+            crate::lang::load_locations(&[dir.path().to_path_buf()], &Default::default()).unwrap();
         assert!(!l.has_errors(), "{}", l.render());
         l.program
     }
@@ -252,7 +252,11 @@ rule f { key lower(path) from http absent 1m }
             .collect();
         assert_eq!(groups[0].0, "g.by-global");
         assert_eq!(groups[0].1, ["d"]);
-        assert!(groups[1].0.starts_with("g.by-lower_path_-"), "{}", groups[1].0);
+        assert!(
+            groups[1].0.starts_with("g.by-lower_path_-"),
+            "{}",
+            groups[1].0
+        );
         assert_eq!(groups[2].0, "g.by-service");
         assert_eq!(groups[2].1, ["b", "c"]);
         assert_eq!(

@@ -53,9 +53,10 @@ impl Shard {
         Self::with(Pipeline::new(program, max_delay_ms), topic, partition, None)
     }
 
-    /// A shard of a by-key partition. Its sequencer never moves the
-    /// watermark by itself (the delay is unbounded): the sources' watermarks
-    /// do, through [`Shard::offer_keyed`].
+    /// A shard of a by-key partition. Its sequencer's own delay is the
+    /// largest possible, so it never moves the watermark to a real event
+    /// time by itself: the sources' watermarks do, through
+    /// [`Shard::offer_keyed`].
     pub fn by_key(program: &Program, topic: &str, partition: i32) -> Self {
         Self::with(
             Pipeline::new(program, i64::MAX),
@@ -227,19 +228,40 @@ mod tests {
         let mut out = Vec::new();
         // Source 0 far ahead: nothing released while source 1 is unknown.
         assert_eq!(
-            sh.offer_keyed(0, "in/0", Some((5, Some(ev(9000, "a")))), 9000, &sources, &mut out),
+            sh.offer_keyed(
+                0,
+                "in/0",
+                Some((5, Some(ev(9000, "a")))),
+                9000,
+                &sources,
+                &mut out
+            ),
             Keyed::Evaluated
         );
-        assert_eq!(sh.pipeline.watermark(), EventTime::MIN);
+        assert!(sh.pipeline.watermark() < EventTime(0));
         // An older event of source 1 is on time: W follows source 1.
         assert_eq!(
-            sh.offer_keyed(1, "in/1", Some((3, Some(ev(1000, "b")))), 1000, &sources, &mut out),
+            sh.offer_keyed(
+                1,
+                "in/1",
+                Some((3, Some(ev(1000, "b")))),
+                1000,
+                &sources,
+                &mut out
+            ),
             Keyed::Evaluated
         );
         assert_eq!(sh.pipeline.watermark(), EventTime(1000));
         // Re-published messages of source 0 are dropped.
         assert_eq!(
-            sh.offer_keyed(2, "in/0", Some((5, Some(ev(9000, "a")))), 9000, &sources, &mut out),
+            sh.offer_keyed(
+                2,
+                "in/0",
+                Some((5, Some(ev(9000, "a")))),
+                9000,
+                &sources,
+                &mut out
+            ),
             Keyed::Duplicate
         );
         // A marker moves source 1 on.
@@ -254,7 +276,14 @@ mod tests {
         again.restore(&snap);
         assert_eq!(again.next_offset, 4);
         assert_eq!(
-            again.offer_keyed(4, "in/0", Some((4, Some(ev(8000, "c")))), 9000, &sources, &mut out),
+            again.offer_keyed(
+                4,
+                "in/0",
+                Some((4, Some(ev(8000, "c")))),
+                9000,
+                &sources,
+                &mut out
+            ),
             Keyed::Duplicate
         );
     }

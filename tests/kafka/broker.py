@@ -15,6 +15,11 @@ Usage (tests/kafka.rs drives it; every command prints one JSON line):
   broker.py produce-parts BOOTSTRAP TOPIC N TEXT
                                        TEXT (one line) to each of N partitions
   broker.py count BOOTSTRAP TOPIC      high watermark per partition
+  broker.py redeliver BOOTSTRAP TOPIC PARTITION N
+                                       re-produce the first N messages with a
+                                       payload of TOPIC/PARTITION unchanged
+                                       (key, headers), as a re-publish after a
+                                       crash does
 
 The broker is stopped by killing the pid `start` printed.
 """
@@ -151,6 +156,35 @@ def count(bootstrap, topic):
     print(json.dumps(out), flush=True)
 
 
+def redeliver(bootstrap, topic, partition, n):
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "tocsin-test-redeliver",
+            "enable.auto.commit": False,
+        }
+    )
+    c.assign([TopicPartition(topic, partition, 0)])
+    got = []
+    end = time.time() + 30
+    while len(got) < n and time.time() < end:
+        m = c.poll(0.5)
+        if m is None or m.error() or not m.value():
+            continue
+        got.append(m)
+    c.close()
+    if len(got) < n:
+        sys.exit(f"only {len(got)} messages in {topic}/{partition}")
+    p = producer(bootstrap)
+    for m in got:
+        p.produce(topic, value=m.value(), key=m.key(), partition=partition, headers=m.headers())
+    if p.flush(30):
+        sys.exit("not delivered")
+    print(json.dumps({"redelivered": len(got)}), flush=True)
+
+
 def main(argv):
     cmd = argv[1]
     if cmd == "start":
@@ -161,6 +195,8 @@ def main(argv):
         produce(argv[2], argv[3], argv[4], argv[5] if len(argv) > 5 else None)
     elif cmd == "produce-parts":
         produce_parts(argv[2], argv[3], int(argv[4]), argv[5])
+    elif cmd == "redeliver":
+        redeliver(argv[2], argv[3], int(argv[4]), int(argv[5]))
     elif cmd == "count":
         count(argv[2], argv[3])
     else:
