@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, http, wait_for};
+use common::{Daemon, WebhookReceiver, http, wait_for};
 use serde_json::Value;
 
 const RULES: &str = r#"
@@ -453,4 +453,74 @@ fn unchanged_rules_keep_their_state_across_a_restart_and_changed_rules_start_emp
     assert_eq!(alerts[1]["rule"], "b");
     assert_eq!(alerts[1]["time"], "1970-01-01T00:00:03.000Z");
     assert_eq!(alerts[1]["values"]["count()"], 2);
+}
+
+#[test]
+fn kill_9_with_a_webhook_receiver_delivers_every_alert_id() {
+    let dir = setup();
+    let evs = events(600);
+    let expected = replay_ids(dir.path(), &evs);
+    let receiver = WebhookReceiver::start();
+    let port = common::free_port();
+    let cfg = config(Some(port), "")
+        .replace(
+            "default_notify: [out]",
+            &format!("default_notify: [hook]\n"),
+        )
+        .replace(
+            "channels:\n",
+            &format!(
+                "channels:\n  hook:\n    kind: webhook\n    url: http://127.0.0.1:{}/hook\n",
+                receiver.port
+            ),
+        );
+    let mut daemon = Some(Daemon::start_on(dir.path(), &cfg, &[], port));
+    for (i, chunk) in evs.chunks(40).enumerate() {
+        let key = format!("b{i}");
+        loop {
+            let r = http(
+                port,
+                "POST",
+                "/v1/events",
+                &[
+                    ("Content-Type", "application/x-ndjson"),
+                    ("Idempotency-Key", &key),
+                ],
+                chunk.join("\n").as_bytes(),
+            );
+            if r.as_ref().is_ok_and(|r| r.status == 202) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if i % 4 == 3 {
+            if let Some(mut d) = daemon.take() {
+                let _ = d.child.kill();
+                let _ = d.child.wait();
+            }
+            daemon = Some(Daemon::start_on(dir.path(), &cfg, &[], port));
+        }
+    }
+    let ids = |r: &WebhookReceiver| -> BTreeSet<String> {
+        r.bodies()
+            .iter()
+            .filter_map(|v| v["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let got = wait_for(
+        "every alert at the receiver",
+        Duration::from_secs(60),
+        || {
+            let got = ids(&receiver);
+            (got.len() >= expected.len()).then_some(got)
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        got,
+        ids(&receiver),
+        "no alert outside the expected set arrives later"
+    );
+    assert_eq!(got, expected);
+    drop(daemon);
 }

@@ -206,3 +206,70 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// A webhook receiver on 127.0.0.1: answers every POST with 200 and keeps
+/// the JSON bodies. HTTP/1.1 with keep-alive, as reqwest uses it.
+pub struct WebhookReceiver {
+    pub port: u16,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl WebhookReceiver {
+    pub fn start() -> WebhookReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+        let port = listener.local_addr().expect("addr").port();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let b = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let b = b.clone();
+                std::thread::spawn(move || serve_webhook(stream, &b));
+            }
+        });
+        WebhookReceiver { port, bodies }
+    }
+
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.bodies.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+}
+
+fn serve_webhook(stream: TcpStream, bodies: &std::sync::Mutex<Vec<serde_json::Value>>) {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(stream);
+    loop {
+        let mut len = 0usize;
+        let mut line = String::new();
+        // Request line and headers.
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if let Ok(v) = serde_json::from_slice(&body) {
+            if let Ok(mut b) = bodies.lock() {
+                b.push(v);
+            }
+        }
+        let out = reader.get_mut();
+        if out
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .is_err()
+        {
+            return;
+        }
+    }
+}
