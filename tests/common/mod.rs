@@ -259,10 +259,10 @@ fn serve_webhook(stream: TcpStream, bodies: &std::sync::Mutex<Vec<serde_json::Va
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        if let Ok(v) = serde_json::from_slice(&body) {
-            if let Ok(mut b) = bodies.lock() {
-                b.push(v);
-            }
+        if let Ok(v) = serde_json::from_slice(&body)
+            && let Ok(mut b) = bodies.lock()
+        {
+            b.push(v);
         }
         let out = reader.get_mut();
         if out
