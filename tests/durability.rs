@@ -463,10 +463,7 @@ fn kill_9_with_a_webhook_receiver_delivers_every_alert_id() {
     let receiver = WebhookReceiver::start();
     let port = common::free_port();
     let cfg = config(Some(port), "")
-        .replace(
-            "default_notify: [out]",
-            &format!("default_notify: [hook]\n"),
-        )
+        .replace("default_notify: [out]", "default_notify: [hook]\n")
         .replace(
             "channels:\n",
             &format!(
