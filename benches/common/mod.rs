@@ -312,13 +312,12 @@ impl Gen {
     }
 
     fn orders(&mut self, ms: i64) -> String {
-        if let Some(Reverse((t, _, _))) = self.pending.peek() {
-            if *t <= ms {
-                if let Some(Reverse((_, _, line))) = self.pending.pop() {
-                    // Re-stamp with the current time so output stays in order.
-                    return restamp(&line, ms);
-                }
-            }
+        if let Some(Reverse((t, _, _))) = self.pending.peek()
+            && *t <= ms
+            && let Some(Reverse((_, _, line))) = self.pending.pop()
+        {
+            // Re-stamp with the current time so output stays in order.
+            return restamp(&line, ms);
         }
         let id = self.next_order;
         self.next_order += 1;
