@@ -144,15 +144,8 @@ impl ThresholdOp {
                 expire(rows, now, size);
                 rows.push_back((now, args));
                 let vals = compute(&t.aggs, rows.iter().map(|r| &r.1));
-                let holds = test(&t.when, &Ctx::aggregates(&vals));
-                if holds != *on {
-                    *on = holds;
-                    let status = if holds {
-                        Status::Firing
-                    } else {
-                        Status::Resolved
-                    };
-                    out.push(alert(idx, t, key.clone(), status, now, vals, None));
+                if let Some(m) = edge(idx, t, &key, on, now, vals) {
+                    out.push(m);
                 }
                 timers.push((now.saturating_add(size), key));
             }
@@ -222,17 +215,8 @@ impl ThresholdOp {
                     if *on {
                         out.push(alert(idx, t, key.clone(), Status::Resolved, at, vals, None));
                     }
-                } else {
-                    let holds = test(&t.when, &Ctx::aggregates(&vals));
-                    if holds != *on {
-                        *on = holds;
-                        let status = if holds {
-                            Status::Firing
-                        } else {
-                            Status::Resolved
-                        };
-                        out.push(alert(idx, t, key.clone(), status, at, vals, None));
-                    }
+                } else if let Some(m) = edge(idx, t, key, on, at, vals) {
+                    out.push(m);
                 }
             }
             (KeyState::Hopping(windows), Window::Hopping { size, .. }) => {
@@ -262,6 +246,29 @@ impl ThresholdOp {
             self.keys.remove(key);
         }
     }
+}
+
+/// A sliding window's evaluation: an alert when the condition changes
+/// (false → true fires, true → false resolves), none otherwise.
+fn edge(
+    idx: usize,
+    t: &Threshold,
+    key: &Key,
+    on: &mut bool,
+    at: EventTime,
+    vals: Vec<Value>,
+) -> Option<Match> {
+    let holds = test(&t.when, &Ctx::aggregates(&vals));
+    if holds == *on {
+        return None;
+    }
+    *on = holds;
+    let status = if holds {
+        Status::Firing
+    } else {
+        Status::Resolved
+    };
+    Some(alert(idx, t, key.clone(), status, at, vals, None))
 }
 
 /// Removes rows outside `(now - size, now]`.
