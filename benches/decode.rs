@@ -20,6 +20,19 @@
 //!   (written against `serde_json::Value`) unchanged.
 //! - `sonic_rs_lazy_type_ts`: `sonic_rs::get` of `type` and `ts` only, no
 //!   tree (an upper bound for a lazy design).
+//! - `serde_json_validate_only`: `serde_json::from_str::<IgnoredAny>`: the
+//!   parse without building anything (serde_json's floor).
+//! - `sonic_rs_projection`: `sonic_rs::get_many` of `type`, `ts` and the
+//!   fields the shipped rules read from that stream, each turned into a
+//!   `serde_json::Value`: a "decode only what the rules use" design.
+//!
+//! sonic-rs only uses its SIMD paths when built with AVX2 and PCLMULQDQ
+//! enabled (`RUSTFLAGS="-C target-cpu=native"` or `-C target-cpu=x86-64-v3`);
+//! docs/performance.md gives both builds.
+
+/// The same allocator as the `tocsin` binary (src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "common/mod.rs"]
 mod common;
@@ -32,6 +45,29 @@ use sonic_rs::JsonValueTrait;
 use tocsin::decode::{Decoded, Decoder};
 
 use common::{Scenario, lines};
+
+/// Fields the shipped rules (rules/*.rules) read from each stream.
+fn projection(kind: &str) -> sonic_rs::PointerTree {
+    let fields: &[&str] = match kind {
+        "auth" => &["type", "ts", "user", "outcome", "ip", "method"],
+        _ => &[
+            "type",
+            "ts",
+            "service",
+            "path",
+            "status",
+            "latency_ms",
+            "bytes",
+            "client_ip",
+            "session",
+        ],
+    };
+    let mut tree = sonic_rs::PointerTree::new();
+    for f in fields {
+        tree.add_path([*f]);
+    }
+    tree
+}
 
 fn inputs() -> Vec<(&'static str, Vec<String>)> {
     let n = if common::full_run() { 1000 } else { 20 };
@@ -112,6 +148,31 @@ fn bench(c: &mut Criterion) {
                     let ty = sonic_rs::get(s, &["type"]).expect("type");
                     let ts = sonic_rs::get(s, &["ts"]).expect("ts");
                     black_box((ty.as_raw_str().len(), ts.as_raw_str().len()));
+                }
+            })
+        });
+        g.bench_function("serde_json_validate_only", |b| {
+            b.iter(|| {
+                for l in &lines {
+                    let v: serde::de::IgnoredAny =
+                        serde_json::from_str(black_box(l.as_str())).expect("json");
+                    black_box(v);
+                }
+            })
+        });
+        let tree = projection(kind);
+        g.bench_function("sonic_rs_projection", |b| {
+            b.iter(|| {
+                for l in &lines {
+                    let found = sonic_rs::get_many(black_box(l.as_str()), &tree).expect("json");
+                    let vals: Vec<Option<serde_json::Value>> = found
+                        .iter()
+                        .map(|f| {
+                            f.as_ref()
+                                .map(|lv| serde_json::from_str(lv.as_raw_str()).expect("value"))
+                        })
+                        .collect();
+                    black_box(vals);
                 }
             })
         });

@@ -16,6 +16,10 @@
 //! After each kind, the live keys per rule (`tocsin_rule_keys`) are printed
 //! on stderr.
 
+/// The same allocator as the `tocsin` binary (src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "common/mod.rs"]
 mod common;
 

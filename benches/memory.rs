@@ -12,6 +12,11 @@
 //! the live keys (`Engine::key_counts`, what `tocsin_rule_keys` exports) and
 //! the RSS (after `malloc_trim`) at three points: after loading, after the
 //! N events, after the flush. Under `cargo test --benches` N is 2000.
+//!
+//! This binary keeps the system allocator (glibc), not the `tocsin`
+//! binary's mimalloc, so that `malloc_trim` makes RSS show live memory; the
+//! `tocsin replay` peak-RSS figures in docs/performance.md are the
+//! mimalloc counterpart.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -92,7 +97,9 @@ fn run_case(name: &str, n: u64) {
     alerts.shrink_to_fit();
     let keys2: usize = p.engine().key_counts().iter().sum();
     let rss2 = trimmed_rss();
-    let per_key = (rss1 as f64 - rss0 as f64) / n as f64;
+    // The last event is still held by the sequencer (released by the next
+    // one), so `keys1` is N - 1 for the stateful rules.
+    let per_key = (rss1 as f64 - rss0 as f64) / if keys1 > 0 { keys1 as f64 } else { n as f64 };
     println!(
         "{name:<22} N={n:>8}  keys_live={keys1:>8}  rss_loaded={:>7.1}MiB  rss_live={:>8.1}MiB  \
          bytes_per_key={per_key:>6.0}  after_flush: keys_live={keys2:>8} rss={:>7.1}MiB  alerts={produced}",

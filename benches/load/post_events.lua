@@ -14,10 +14,12 @@
 -- events/s.
 
 local counter = 0
+local threads = {}
 
 function setup(thread)
    thread:set("id", counter)
    counter = counter + 1
+   table.insert(threads, thread)
 end
 
 function init(args)
@@ -53,6 +55,7 @@ function request()
 end
 
 function done(summary, latency, requests)
+   local per = threads[1]:get("per")
    local s = summary.duration / 1e6
    local bad = summary.errors.status + summary.errors.connect + summary.errors.read
       + summary.errors.write + summary.errors.timeout
