@@ -1,17 +1,28 @@
 -- wrk load generator for `tocsin run`: POST /v1/events with NDJSON bodies.
 --
---   wrk -t2 -c4 -d30s --latency -s benches/load/post_events.lua \
---       http://127.0.0.1:18080/v1/events -- /tmp/tocsin-bench/mixed.ndjson 1000 2
+--   wrk -t1 -c4 -d30s --latency -s benches/load/post_events.lua \
+--       http://127.0.0.1:18080/v1/events -- /tmp/tocsin-bench/mixed.ndjson 1000 1 0.25
 --
--- Arguments after `--`: an NDJSON file whose first lines are the event
--- templates (benches/gen_events.py output), the events per request, and
--- wrk's thread count (-t).
--- Each request re-stamps the templates with fresh numeric event times:
--- 100 events per millisecond of event time, starting at the wall clock
--- when wrk starts, request r of thread k taking slot r*threads + k, so
--- that concurrent bodies are within a few ms of each other (well inside
--- max_delay) and event time stays close to the wall clock near 100k
--- events/s.
+-- Arguments after `--`:
+--   1. an NDJSON file (benches/gen_events.py output) whose first 100,000
+--      lines are used, in order and then again, as event templates;
+--   2. events per request (default 1000);
+--   3. wrk's thread count, -t (default 1);
+--   4. milliseconds of event time per event (default 0.25: 40 times denser
+--      than the generator's 10 ms, so per-key rates are 40x the replay
+--      figures).
+--
+-- Requests in flight at once span connections x events x ms_per_event of
+-- event time; keep that under the daemon's max_delay (2 s) or events
+-- arrive late (check tocsin_events_late_total): -c4 with 1000 events of
+-- 0.25 ms is 1 s. Several wrk threads drift apart; use -t1.
+--
+-- Each request re-stamps its templates with numeric event times. Event
+-- time starts one day before the wall clock (so that it never runs into
+-- max_future however fast the daemon is) and request r of thread k takes
+-- slot r*threads + k, so concurrent bodies are close in event time (well
+-- within max_delay). The key distribution is the generator's: 100k users,
+-- 10k HTTP clients, 1000 hosts, a stream of orders.
 
 local counter = 0
 local threads = {}
@@ -25,20 +36,35 @@ end
 function init(args)
    local path = args[1] or "/tmp/tocsin-bench/mixed.ndjson"
    per = tonumber(args[2] or "1000")
-   nthreads = tonumber(args[3] or "2") -- must equal wrk -t
+   nthreads = tonumber(args[3] or "1")
+   ms_per_event = tonumber(args[4] or "0.25")
    templates = {}
    local f = assert(io.open(path, "r"))
    for line in f:lines() do
-      -- Replace the time member (string or number) by a marker.
-      local t = line:gsub('"ts":"[^"]*"', '"ts":@TS@', 1):gsub('"ts":%d+', '"ts":@TS@', 1)
-      local a, b = t:match("^(.*)@TS@(.*)$")
-      table.insert(templates, {a, b})
-      if #templates >= per then break end
+      -- Markers: \1 for the time member (string or number), \2 after the
+      -- prefix of order ids and session ids, which get the template cycle
+      -- number so that an order or a session does not come back when the
+      -- templates are reused (users, clients and hosts do come back).
+      local t = line:gsub('"ts":"[^"]*"', '"ts":\1', 1):gsub('"ts":%d+', '"ts":\1', 1)
+         :gsub('"o%-', '"o-\2', 1):gsub('"s%-', '"s-\2', 1)
+      local pieces = {}
+      local pos = 1
+      while true do
+         local i = t:find("[\1\2]", pos)
+         if not i then
+            table.insert(pieces, t:sub(pos))
+            break
+         end
+         table.insert(pieces, t:sub(pos, i - 1))
+         table.insert(pieces, t:byte(i)) -- 1 or 2
+         pos = i + 1
+      end
+      table.insert(templates, pieces)
+      if #templates >= 100000 then break end
    end
    f:close()
-   base = os.time() * 1000
+   base = (os.time() - 86400) * 1000
    r = 0
-   parts = {}
    wrk.method = "POST"
    wrk.headers["Content-Type"] = "application/x-ndjson"
 end
@@ -46,12 +72,27 @@ end
 function request()
    local slot = r * nthreads + id
    r = r + 1
-   local t0 = base + slot * (per / 100)
+   local first = slot * per
+   local n = #templates
+   local out = {}
    for i = 1, per do
-      local tp = templates[i]
-      parts[i] = tp[1] .. string.format("%d", t0 + math.floor((i - 1) / 100)) .. tp[2]
+      local k = first + i - 1
+      local ts = string.format("%d", base + math.floor(k * ms_per_event))
+      local cycle = string.format("%d-", math.floor(k / n))
+      local pieces = templates[k % n + 1]
+      for j = 1, #pieces do
+         local p = pieces[j]
+         if p == 1 then
+            out[#out + 1] = ts
+         elseif p == 2 then
+            out[#out + 1] = cycle
+         else
+            out[#out + 1] = p
+         end
+      end
+      out[#out + 1] = "\n"
    end
-   return wrk.format(nil, nil, nil, table.concat(parts, "\n") .. "\n")
+   return wrk.format(nil, nil, nil, table.concat(out))
 end
 
 function done(summary, latency, requests)
