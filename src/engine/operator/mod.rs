@@ -54,8 +54,8 @@ impl Operator {
             (RuleKind::Absence(_), OpSnapshot::Absence { keys }) => {
                 Operator::Absence(absence::AbsenceOp::restore(keys))
             }
-            (RuleKind::Threshold(_), OpSnapshot::Threshold { keys }) => {
-                Operator::Threshold(threshold::ThresholdOp::restore(keys))
+            (RuleKind::Threshold(t), OpSnapshot::Threshold { keys }) => {
+                Operator::Threshold(threshold::ThresholdOp::restore(t, keys))
             }
             (RuleKind::Sequence(s), OpSnapshot::Sequence { next_seq, keys }) => {
                 Operator::Sequence(sequence::SequenceOp::restore(s, *next_seq, keys)?)

@@ -6,13 +6,13 @@
 //! is dropped when its last window closes (sliding: when a timer leaves it
 //! empty).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::NewTimers;
-use crate::engine::aggregate::{Args, compute};
+use crate::engine::aggregate::{Args, Sliding, compute};
 use crate::engine::expr::{Ctx, eval, test};
 use crate::engine::key::{FastMap, Key};
 use crate::engine::snapshot::{OpSnapshot, ThresholdKeySnap};
@@ -22,7 +22,7 @@ use crate::lang::program::{Threshold, Window};
 
 enum KeyState {
     Sliding {
-        rows: VecDeque<(EventTime, Args)>,
+        win: Sliding,
         on: bool,
     },
     /// Open windows by start time.
@@ -56,8 +56,8 @@ impl ThresholdOp {
             .iter()
             .map(|(k, st)| {
                 let snap = match st {
-                    KeyState::Sliding { rows, on } => ThresholdKeySnap::Sliding {
-                        rows: rows.iter().map(|(t, a)| (t.0, a.to_vec())).collect(),
+                    KeyState::Sliding { win, on } => ThresholdKeySnap::Sliding {
+                        rows: win.rows().map(|(t, a)| (t.0, a.to_vec())).collect(),
                         on: *on,
                     },
                     KeyState::Hopping(w) => ThresholdKeySnap::Hopping {
@@ -80,15 +80,18 @@ impl ThresholdOp {
         OpSnapshot::Threshold { keys }
     }
 
-    pub(super) fn restore(keys: &[(String, ThresholdKeySnap)]) -> Self {
-        let args = |v: &[Value]| -> Args { v.to_vec().into_boxed_slice() };
+    pub(super) fn restore(t: &Threshold, keys: &[(String, ThresholdKeySnap)]) -> Self {
+        let args = |v: &[Value]| -> Args { Args::from(v) };
         ThresholdOp {
             keys: keys
                 .iter()
                 .map(|(k, snap)| {
                     let st = match snap {
                         ThresholdKeySnap::Sliding { rows, on } => KeyState::Sliding {
-                            rows: rows.iter().map(|(t, a)| (EventTime(*t), args(a))).collect(),
+                            win: Sliding::from_rows(
+                                &t.aggs,
+                                rows.iter().map(|(t, a)| (EventTime(*t), args(a))),
+                            ),
                             on: *on,
                         },
                         ThresholdKeySnap::Hopping { windows } => KeyState::Hopping(
@@ -135,15 +138,15 @@ impl ThresholdOp {
                     .keys
                     .entry(key.clone())
                     .or_insert_with(|| KeyState::Sliding {
-                        rows: VecDeque::new(),
+                        win: Sliding::new(&t.aggs),
                         on: false,
                     });
-                let KeyState::Sliding { rows, on } = st else {
+                let KeyState::Sliding { win, on } = st else {
                     return;
                 };
-                expire(rows, now, size);
-                rows.push_back((now, args));
-                let vals = compute(&t.aggs, rows.iter().map(|r| &r.1));
+                win.expire(&t.aggs, now.saturating_sub(size));
+                win.push(&t.aggs, now, args);
+                let vals = win.values(&t.aggs);
                 if let Some(m) = edge(idx, t, &key, on, now, vals) {
                     out.push(m);
                 }
@@ -207,10 +210,10 @@ impl ThresholdOp {
         };
         let mut drop_key = false;
         match (st, t.window) {
-            (KeyState::Sliding { rows, on }, Window::Sliding { size }) => {
-                expire(rows, at, size);
-                let vals = compute(&t.aggs, rows.iter().map(|r| &r.1));
-                if rows.is_empty() {
+            (KeyState::Sliding { win, on }, Window::Sliding { size }) => {
+                win.expire(&t.aggs, at.saturating_sub(size));
+                let vals = win.values(&t.aggs);
+                if win.is_empty() {
                     drop_key = true;
                     if *on {
                         out.push(alert(idx, t, key.clone(), Status::Resolved, at, vals, None));
@@ -269,14 +272,6 @@ fn edge(
         Status::Resolved
     };
     Some(alert(idx, t, key.clone(), status, at, vals, None))
-}
-
-/// Removes rows outside `(now - size, now]`.
-fn expire(rows: &mut VecDeque<(EventTime, Args)>, now: EventTime, size: i64) {
-    let cutoff = now.saturating_sub(size);
-    while rows.front().is_some_and(|r| r.0 <= cutoff) {
-        rows.pop_front();
-    }
 }
 
 fn alert(
