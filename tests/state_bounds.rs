@@ -81,3 +81,33 @@ fn every_windowed_key_is_dropped_once_it_can_no_longer_fire() {
     assert_eq!(by("trailing"), keys);
     assert_eq!(alerts.len(), 2 * keys);
 }
+
+/// A hot key holds one pending timer per rule, not one per event: sliding,
+/// session and absence timers re-arm themselves, hopping windows arm one per
+/// window.
+#[test]
+fn a_hot_key_keeps_one_timer_per_rule() {
+    let rules = r#"
+rule sliding { key u from a window sliding 10s when count() >= 1000000 }
+rule session { key u from a window session 5s when count() >= 1000000 }
+rule gone { key u from a absent 1m }
+rule hopping { key u from a window hopping 10s every 5s when count() >= 1000000 }
+"#;
+    let loaded = load_texts(vec![("r.rules".into(), rules.into())], &Options::default());
+    assert!(!loaded.has_errors(), "{}", loaded.render());
+    let mut p = Pipeline::new(&loaded.program, 0);
+    let dec = Decoder::default();
+    let mut alerts = Vec::new();
+    // 2,000 events of one key, 1 ms apart (all inside every window).
+    for i in 0..2_000 {
+        let line = format!("{{\"type\":\"a\",\"ts\":{i},\"u\":\"hot\"}}");
+        let Decoded::Event(ev) = dec.decode(line.as_bytes(), None) else {
+            panic!("decodes");
+        };
+        p.push(ev, &mut alerts).unwrap();
+    }
+    // sliding 1 + session 1 + absence 1 + hopping: windows [-5s,5s) and
+    // [0s,10s) hold the events.
+    assert_eq!(p.engine().pending_timers(), 5);
+    assert!(alerts.is_empty());
+}

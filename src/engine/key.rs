@@ -44,6 +44,32 @@ pub fn key_of(exprs: &[KeyExpr], fields: &Value) -> Option<Key> {
     Some(Arc::from(out))
 }
 
+/// Writes the key text into `out` (cleared first); `false` when a key
+/// expression is null.
+pub fn key_into(exprs: &[KeyExpr], fields: &Value, out: &mut String) -> bool {
+    out.clear();
+    if exprs.is_empty() {
+        out.push_str("{}");
+        return true;
+    }
+    out.push('{');
+    let cx = Ctx::event(fields);
+    for (i, k) in exprs.iter().enumerate() {
+        let v = eval(&k.expr, &cx);
+        if v.is_null() {
+            return false;
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        json::write_string(out, &k.name);
+        out.push(':');
+        json::write_compact(out, &v);
+    }
+    out.push('}');
+    true
+}
+
 /// The one key of a rule without a `key` clause.
 pub fn global() -> Key {
     Arc::from("{}")

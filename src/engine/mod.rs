@@ -75,6 +75,9 @@ pub struct Engine {
     any: Vec<usize>,
     timers: BTreeSet<Timer>,
     stats: Vec<RuleStats>,
+    /// Scratch: the key text of the current event, and new timers.
+    kbuf: String,
+    scratch: Vec<(EventTime, Key)>,
 }
 
 impl Engine {
@@ -112,6 +115,8 @@ impl Engine {
             routes,
             any,
             timers: BTreeSet::new(),
+            kbuf: String::with_capacity(64),
+            scratch: Vec::new(),
         }
     }
 
@@ -243,16 +248,27 @@ impl Engine {
         };
         for &i in rules {
             let before = out.len();
-            let mut timers = Vec::new();
-            let ok = self.ops[i].on_event(i, &self.rules[i], ev, out, &mut timers);
+            let ok = self.ops[i].on_event(
+                i,
+                &self.rules[i],
+                ev,
+                out,
+                &mut self.scratch,
+                &mut self.kbuf,
+            );
             if !ok {
                 self.stats[i].key_missing += 1;
             }
             self.stats[i].matches += (out.len() - before) as u64;
-            for (t, k) in timers {
+            for (t, k) in self.scratch.drain(..) {
                 self.timers.insert((t, i, k));
             }
         }
+    }
+
+    /// Timers pending, all rules.
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
     }
 
     /// The earliest pending timer instant.

@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use super::NewTimers;
-use crate::engine::key::{FastMap, Key};
+use super::{KeyMap, NewTimers, slot};
+use crate::engine::key::Key;
 use crate::engine::snapshot::OpSnapshot;
 use crate::engine::{Match, Status};
 use crate::event::{Event, EventTime};
@@ -21,7 +21,7 @@ struct KeyState {
 
 #[derive(Default)]
 pub(crate) struct AbsenceOp {
-    keys: FastMap<Key, KeyState>,
+    keys: KeyMap<KeyState>,
 }
 
 fn alert(idx: usize, key: Key, status: Status, time: EventTime) -> Match {
@@ -73,21 +73,26 @@ impl AbsenceOp {
         &mut self,
         idx: usize,
         rule: &Absence,
-        key: Key,
+        text: &str,
         ev: &Arc<Event>,
         out: &mut Vec<Match>,
         timers: &mut NewTimers,
     ) {
-        let st = self.keys.entry(key.clone()).or_insert(KeyState {
+        let (key, st, new) = slot(&mut self.keys, text, || KeyState {
             last: ev.time,
             fired: false,
         });
+        // One timer per key: a key that has not fired has one pending (at
+        // most at `last + D`), which re-arms itself when it comes early.
+        let arm = new || st.fired;
         if st.fired {
             out.push(alert(idx, key.clone(), Status::Resolved, ev.time));
         }
         st.fired = false;
         st.last = ev.time;
-        timers.push((ev.time.saturating_add(rule.duration), key));
+        if arm {
+            timers.push((ev.time.saturating_add(rule.duration), key));
+        }
     }
 
     pub(super) fn on_timer(
@@ -97,13 +102,20 @@ impl AbsenceOp {
         at: EventTime,
         key: &Key,
         out: &mut Vec<Match>,
+        timers: &mut NewTimers,
     ) {
-        if let Some(st) = self.keys.get_mut(key)
-            && !st.fired
-            && st.last.saturating_add(rule.duration) == at
-        {
+        let Some(st) = self.keys.get_mut(key) else {
+            return;
+        };
+        if st.fired {
+            return;
+        }
+        let due = st.last.saturating_add(rule.duration);
+        if due == at {
             st.fired = true;
             out.push(alert(idx, key.clone(), Status::Firing, at));
+        } else if due > at {
+            timers.push((due, key.clone()));
         }
     }
 }

@@ -12,13 +12,43 @@ use std::sync::Arc;
 
 use super::Match;
 use super::expr::{Ctx, test};
-use super::key::{Key, key_of};
+use super::key::{Key, key_into};
 use super::snapshot::OpSnapshot;
 use crate::event::{Event, EventTime};
 use crate::lang::program::{From, Rule, RuleKind};
 
 /// Timers an operator asks for: (instant, key).
 pub(super) type NewTimers = Vec<(EventTime, Key)>;
+
+/// Keyed state of one rule, looked up by the key text so that an event of a
+/// live key allocates nothing (hashbrown for `entry_ref`; same hasher as
+/// `FastMap`).
+pub(super) type KeyMap<V> = hashbrown::HashMap<Key, V, foldhash::fast::RandomState>;
+
+/// Drops key `key` and gives memory back once the table is mostly empty
+/// (after a burst of keys), amortised O(1) per removal.
+pub(super) fn remove<V>(map: &mut KeyMap<V>, key: &str) {
+    map.remove(key);
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
+/// The state of key `text` (created by `init` if new), its shared key, and
+/// whether it was created now.
+pub(super) fn slot<'m, V>(
+    map: &'m mut KeyMap<V>,
+    text: &str,
+    init: impl FnOnce() -> V,
+) -> (Key, &'m mut V, bool) {
+    match map.entry_ref(text) {
+        hashbrown::hash_map::EntryRef::Occupied(o) => (o.key().clone(), o.into_mut(), false),
+        hashbrown::hash_map::EntryRef::Vacant(v) => {
+            let k: Key = Arc::from(text);
+            (k.clone(), v.insert_with_key(k, init()), true)
+        }
+    }
+}
 
 pub(super) enum Operator {
     Filter(filter::Filter),
@@ -81,13 +111,14 @@ impl Operator {
         ev: &Arc<Event>,
         out: &mut Vec<Match>,
         timers: &mut NewTimers,
+        kbuf: &mut String,
     ) -> bool {
         if let RuleKind::Sequence(seq) = &rule.kind {
             if let Operator::Sequence(op) = self {
-                let Some(key) = key_of(&rule.key, &ev.fields) else {
+                if !key_into(&rule.key, &ev.fields, kbuf) {
                     return false;
-                };
-                op.on_event(idx, seq, key, ev, out, timers);
+                }
+                op.on_event(idx, seq, kbuf, ev, out, timers);
             }
             return true;
         }
@@ -100,16 +131,16 @@ impl Operator {
         if !passes(from, ev) {
             return true;
         }
-        let Some(key) = key_of(&rule.key, &ev.fields) else {
+        if !key_into(&rule.key, &ev.fields, kbuf) {
             return false;
-        };
+        }
         match (self, &rule.kind) {
-            (Operator::Filter(_), _) => filter::on_event(idx, key, ev, out),
+            (Operator::Filter(_), _) => filter::on_event(idx, Key::from(kbuf.as_str()), ev, out),
             (Operator::Threshold(op), RuleKind::Threshold(t)) => {
-                op.on_event(idx, t, key, ev, out, timers)
+                op.on_event(idx, t, kbuf, ev, out, timers)
             }
             (Operator::Absence(op), RuleKind::Absence(a)) => {
-                op.on_event(idx, a, key, ev, out, timers)
+                op.on_event(idx, a, kbuf, ev, out, timers)
             }
             _ => {}
         }
@@ -129,7 +160,9 @@ impl Operator {
             (Operator::Threshold(op), RuleKind::Threshold(t)) => {
                 op.on_timer(idx, t, at, key, out, timers)
             }
-            (Operator::Absence(op), RuleKind::Absence(a)) => op.on_timer(idx, a, at, key, out),
+            (Operator::Absence(op), RuleKind::Absence(a)) => {
+                op.on_timer(idx, a, at, key, out, timers)
+            }
             (Operator::Sequence(op), RuleKind::Sequence(s)) => {
                 op.on_timer(idx, s, at, key, out, timers)
             }

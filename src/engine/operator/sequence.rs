@@ -17,9 +17,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::NewTimers;
+use super::{KeyMap, NewTimers, slot};
 use crate::engine::expr::{Ctx, StepView, test};
-use crate::engine::key::{FastMap, Key};
+use crate::engine::key::Key;
 use crate::engine::snapshot::{CandidateSnap, EventSnap, OpSnapshot, SequenceKeySnap};
 use crate::engine::{Match, Status};
 use crate::event::{Event, EventTime};
@@ -61,7 +61,7 @@ struct KeyState {
 }
 
 pub(crate) struct SequenceOp {
-    keys: FastMap<Key, KeyState>,
+    keys: KeyMap<KeyState>,
     next_seq: u64,
     /// Indexes of the positive steps.
     positive: Vec<usize>,
@@ -82,7 +82,7 @@ impl SequenceOp {
             .filter(|s| s.negated)
             .map(|_| seq.steps.len() - 1);
         SequenceOp {
-            keys: FastMap::default(),
+            keys: KeyMap::default(),
             next_seq: 1,
             positive,
             trailing,
@@ -176,7 +176,7 @@ impl SequenceOp {
         &mut self,
         idx: usize,
         seq: &Sequence,
-        key: Key,
+        text: &str,
         ev: &Arc<Event>,
         out: &mut Vec<Match>,
         timers: &mut NewTimers,
@@ -186,7 +186,7 @@ impl SequenceOp {
         }
         let entry_seq = self.next_seq;
         self.next_seq += 1;
-        let st = self.keys.entry(key.clone()).or_default();
+        let (key, st, _) = slot(&mut self.keys, text, KeyState::default);
 
         // A negated event after `p` kills pending candidates (5.5).
         if let Some(neg) = self.trailing {
@@ -254,7 +254,7 @@ impl SequenceOp {
         }
 
         if st.buf.is_empty() && st.candidates.is_empty() {
-            self.keys.remove(&key);
+            super::remove(&mut self.keys, &key);
             return;
         }
         if st.cleanup_at.is_none()
@@ -316,7 +316,7 @@ impl SequenceOp {
             }
         }
         if st.buf.is_empty() && st.candidates.is_empty() {
-            self.keys.remove(key);
+            super::remove(&mut self.keys, key);
         }
     }
 }

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::NewTimers;
+use super::{KeyMap, NewTimers, slot};
 use crate::engine::aggregate::{Args, Sliding, compute};
 use crate::engine::expr::{Ctx, eval, test};
-use crate::engine::key::{FastMap, Key};
+use crate::engine::key::Key;
 use crate::engine::snapshot::{OpSnapshot, ThresholdKeySnap};
 use crate::engine::{Match, Status};
 use crate::event::{Event, EventTime};
@@ -35,13 +35,13 @@ enum KeyState {
 }
 
 pub(crate) struct ThresholdOp {
-    keys: FastMap<Key, KeyState>,
+    keys: KeyMap<KeyState>,
 }
 
 impl ThresholdOp {
     pub(super) fn new(_t: &Threshold) -> Self {
         ThresholdOp {
-            keys: FastMap::default(),
+            keys: KeyMap::default(),
         }
     }
 
@@ -116,7 +116,7 @@ impl ThresholdOp {
         &mut self,
         idx: usize,
         t: &Threshold,
-        key: Key,
+        text: &str,
         ev: &Arc<Event>,
         out: &mut Vec<Match>,
         timers: &mut NewTimers,
@@ -134,13 +134,10 @@ impl ThresholdOp {
         let now = ev.time;
         match t.window {
             Window::Sliding { size } => {
-                let st = self
-                    .keys
-                    .entry(key.clone())
-                    .or_insert_with(|| KeyState::Sliding {
-                        win: Sliding::new(&t.aggs),
-                        on: false,
-                    });
+                let (key, st, new) = slot(&mut self.keys, text, || KeyState::Sliding {
+                    win: Sliding::new(&t.aggs),
+                    on: false,
+                });
                 let KeyState::Sliding { win, on } = st else {
                     return;
                 };
@@ -150,13 +147,15 @@ impl ThresholdOp {
                 if let Some(m) = edge(idx, t, &key, on, now, vals) {
                     out.push(m);
                 }
-                timers.push((now.saturating_add(size), key));
+                // One timer per key, at the instant its oldest row leaves;
+                // it re-arms itself for the next one.
+                if new {
+                    timers.push((now.saturating_add(size), key));
+                }
             }
             Window::Hopping { size, every } => {
-                let st = self
-                    .keys
-                    .entry(key.clone())
-                    .or_insert_with(|| KeyState::Hopping(BTreeMap::new()));
+                let (key, st, _) =
+                    slot(&mut self.keys, text, || KeyState::Hopping(BTreeMap::new()));
                 let KeyState::Hopping(windows) = st else {
                     return;
                 };
@@ -171,27 +170,29 @@ impl ThresholdOp {
                         && start <= t_ms
                         && t_ms < start + size
                     {
-                        windows.entry(EventTime(s)).or_default().push(args.clone());
-                        timers.push((EventTime(e), key.clone()));
+                        let rows = windows.entry(EventTime(s)).or_default();
+                        if rows.is_empty() {
+                            timers.push((EventTime(e), key.clone()));
+                        }
+                        rows.push(args.clone());
                     }
                     k += 1;
                 }
             }
             Window::Session { gap } => {
-                let st = self
-                    .keys
-                    .entry(key.clone())
-                    .or_insert_with(|| KeyState::Session {
-                        start: now,
-                        last: now,
-                        rows: Vec::new(),
-                    });
+                let (key, st, new) = slot(&mut self.keys, text, || KeyState::Session {
+                    start: now,
+                    last: now,
+                    rows: Vec::new(),
+                });
                 let KeyState::Session { last, rows, .. } = st else {
                     return;
                 };
                 *last = now;
                 rows.push(args);
-                timers.push((now.saturating_add(gap), key));
+                if new {
+                    timers.push((now.saturating_add(gap), key));
+                }
             }
         }
     }
@@ -203,7 +204,7 @@ impl ThresholdOp {
         at: EventTime,
         key: &Key,
         out: &mut Vec<Match>,
-        _timers: &mut NewTimers,
+        timers: &mut NewTimers,
     ) {
         let Some(st) = self.keys.get_mut(key) else {
             return;
@@ -218,8 +219,13 @@ impl ThresholdOp {
                     if *on {
                         out.push(alert(idx, t, key.clone(), Status::Resolved, at, vals, None));
                     }
-                } else if let Some(m) = edge(idx, t, key, on, at, vals) {
-                    out.push(m);
+                } else {
+                    if let Some(m) = edge(idx, t, key, on, at, vals) {
+                        out.push(m);
+                    }
+                    if let Some(front) = win.rows().next() {
+                        timers.push((front.0.saturating_add(size), key.clone()));
+                    }
                 }
             }
             (KeyState::Hopping(windows), Window::Hopping { size, .. }) => {
@@ -243,10 +249,17 @@ impl ThresholdOp {
                 }
                 drop_key = true;
             }
+            (KeyState::Session { last, .. }, Window::Session { gap }) => {
+                // The key's one timer came before the session's end: re-arm.
+                let due = last.saturating_add(gap);
+                if due > at {
+                    timers.push((due, key.clone()));
+                }
+            }
             _ => {}
         }
         if drop_key {
-            self.keys.remove(key);
+            super::remove(&mut self.keys, key);
         }
     }
 }
