@@ -135,7 +135,7 @@ impl ThresholdOp {
         match t.window {
             Window::Sliding { size } => {
                 let (key, st, new) = slot(&mut self.keys, text, || KeyState::Sliding {
-                    win: Sliding::new(&t.aggs),
+                    win: Sliding::new(),
                     on: false,
                 });
                 let KeyState::Sliding { win, on } = st else {
