@@ -87,41 +87,37 @@ fn replay(args: &ReplayArgs) -> Result<()> {
         progress_wanted(args.quiet, std::io::stderr().is_terminal()),
         total_size(&inputs),
     );
-    // Reading and decoding run on their own thread, a bounded queue of
-    // batches ahead of evaluation (decoding is about half of the work); the
-    // order of lines, and so every result, is the same as on one thread.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Line>>>(16);
-    let reader = {
-        let inputs = inputs.clone();
-        std::thread::Builder::new()
-            .name("tocsin-decode".into())
-            .spawn(move || read_and_decode(&inputs, &decoder, &tx))
-            .context("cannot start the decoding thread")?
-    };
-    for batch in rx {
-        for l in batch? {
-            match l.decoded {
-                Decoded::Blank => {}
-                Decoded::Rejected(reason) => {
-                    summary.rejected += 1;
-                    let name = inputs[l.input].display();
-                    let lineno = l.lineno;
-                    progress
-                        .suspend(|| eprintln!("{name}:{lineno}: rejected: {}", reason.as_str()));
-                }
-                Decoded::Event(ev) => {
-                    summary.read += 1;
-                    // A late event is counted by the pipeline and otherwise ignored.
-                    let _ = pipeline.push(ev, &mut alerts);
-                }
+    for input in &inputs {
+        let name = input.display().to_string();
+        let reader: Box<dyn Read> = if name == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(std::fs::File::open(input).with_context(|| format!("cannot open {name}"))?)
+        };
+        let mut reader = BufReader::with_capacity(1 << 16, reader);
+        let mut line = Vec::with_capacity(1024);
+        let mut lineno = 0u64;
+        loop {
+            line.clear();
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .with_context(|| format!("cannot read {name}"))?;
+            if n == 0 {
+                break;
             }
+            lineno += 1;
+            feed(
+                &decoder,
+                &mut pipeline,
+                &line,
+                &mut alerts,
+                &mut summary,
+                |reason| progress.suspend(|| eprintln!("{name}:{lineno}: rejected: {reason}")),
+            );
             write_alerts(&mut out, &mut alerts, &mut summary)?;
-            progress.advance(l.bytes, &summary);
+            progress.advance(n as u64, &summary);
         }
     }
-    // The queue ends when the reader is done (or failed: its error came
-    // through the queue).
-    let _ = reader.join();
     pipeline.finish(&mut alerts);
     write_alerts(&mut out, &mut alerts, &mut summary)?;
     out.flush()?;
@@ -134,71 +130,6 @@ fn replay(args: &ReplayArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// One input line, decoded.
-struct Line {
-    /// Index of its input in the list of inputs.
-    input: usize,
-    lineno: u64,
-    /// Its length in bytes, newline included (progress).
-    bytes: u64,
-    decoded: Decoded,
-}
-
-/// Lines decoded per message on the queue.
-const BATCH: usize = 512;
-
-/// Reads every input in order and sends its decoded lines in batches; a
-/// read error is sent as the last message.
-fn read_and_decode(
-    inputs: &[PathBuf],
-    decoder: &Decoder,
-    tx: &std::sync::mpsc::SyncSender<Result<Vec<Line>>>,
-) {
-    let run = || -> Result<()> {
-        for (i, input) in inputs.iter().enumerate() {
-            let name = input.display().to_string();
-            let reader: Box<dyn Read> = if name == "-" {
-                Box::new(std::io::stdin().lock())
-            } else {
-                Box::new(std::fs::File::open(input).with_context(|| format!("cannot open {name}"))?)
-            };
-            let mut reader = BufReader::with_capacity(1 << 16, reader);
-            let mut line = Vec::with_capacity(1024);
-            let mut lineno = 0u64;
-            let mut batch = Vec::with_capacity(BATCH);
-            loop {
-                line.clear();
-                let n = reader
-                    .read_until(b'\n', &mut line)
-                    .with_context(|| format!("cannot read {name}"))?;
-                if n == 0 {
-                    break;
-                }
-                lineno += 1;
-                batch.push(Line {
-                    input: i,
-                    lineno,
-                    bytes: n as u64,
-                    decoded: decoder.decode(&line, None),
-                });
-                if batch.len() == BATCH {
-                    if tx.send(Ok(std::mem::take(&mut batch))).is_err() {
-                        return Ok(()); // the evaluating side stopped
-                    }
-                    batch.reserve(BATCH);
-                }
-            }
-            if !batch.is_empty() && tx.send(Ok(batch)).is_err() {
-                return Ok(());
-            }
-        }
-        Ok(())
-    };
-    if let Err(e) = run() {
-        let _ = tx.send(Err(e));
-    }
 }
 
 /// Whether `replay` draws a progress bar: only when stderr is a terminal,
@@ -328,6 +259,29 @@ fn progress_style(sized: bool, events: &Arc<AtomicU64>, alerts: &Arc<AtomicU64>)
                 let _ = write!(w, "{}", HumanCount(al.load(Ordering::Relaxed)));
             },
         )
+}
+
+/// Decodes one line and offers it to the pipeline.
+pub(crate) fn feed(
+    decoder: &Decoder,
+    pipeline: &mut Pipeline,
+    line: &[u8],
+    alerts: &mut Vec<Alert>,
+    summary: &mut Summary,
+    on_reject: impl FnOnce(&str),
+) {
+    match decoder.decode(line, None) {
+        Decoded::Blank => {}
+        Decoded::Rejected(reason) => {
+            summary.rejected += 1;
+            on_reject(reason.as_str());
+        }
+        Decoded::Event(ev) => {
+            summary.read += 1;
+            // A late event is counted by the pipeline and otherwise ignored.
+            let _ = pipeline.push(ev, alerts);
+        }
+    }
 }
 
 fn write_alerts(
