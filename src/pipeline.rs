@@ -10,6 +10,29 @@ use crate::event::{Event, EventTime};
 use crate::lang::Program;
 use crate::sequencer::{Late, Sequencer};
 
+/// Where a pipeline puts the alerts it produces: a `Vec` (collected, the
+/// caller drains it), or a closure wrapped in [`Sink`] that takes each alert
+/// as it comes, so that a step firing many timers (the end of input, an
+/// idle advance over a million absence keys) holds none of them.
+pub trait AlertSink {
+    fn emit(&mut self, alert: Alert);
+}
+
+impl AlertSink for Vec<Alert> {
+    fn emit(&mut self, alert: Alert) {
+        self.push(alert);
+    }
+}
+
+/// A closure as an [`AlertSink`].
+pub struct Sink<F: FnMut(Alert)>(pub F);
+
+impl<F: FnMut(Alert)> AlertSink for Sink<F> {
+    fn emit(&mut self, alert: Alert) {
+        (self.0)(alert)
+    }
+}
+
 pub struct Pipeline {
     sequencer: Sequencer,
     engine: Engine,
@@ -75,7 +98,7 @@ impl Pipeline {
     }
 
     /// Offers one decoded event; alerts it makes due are appended to `out`.
-    pub fn push(&mut self, ev: Event, out: &mut Vec<Alert>) -> Result<(), Late> {
+    pub fn push(&mut self, ev: Event, out: &mut impl AlertSink) -> Result<(), Late> {
         match self.sequencer.offer(Arc::new(ev)) {
             Ok(()) => {
                 self.drain(out);
@@ -89,19 +112,19 @@ impl Pipeline {
     }
 
     /// Moves the watermark forward (idle advance) and processes what is due.
-    pub fn advance(&mut self, w: EventTime, out: &mut Vec<Alert>) {
+    pub fn advance(&mut self, w: EventTime, out: &mut impl AlertSink) {
         self.sequencer.advance(w);
         self.drain(out);
     }
 
     /// End of input: the watermark goes to +infinity (2.5).
-    pub fn finish(&mut self, out: &mut Vec<Alert>) {
+    pub fn finish(&mut self, out: &mut impl AlertSink) {
         self.advance(EventTime::MAX, out);
     }
 
     /// Releases events and fires timers below the watermark, one step at a
     /// time: timers at `T` after events at `T`, before events after `T`.
-    fn drain(&mut self, out: &mut Vec<Alert>) {
+    fn drain(&mut self, out: &mut impl AlertSink) {
         let w = self.sequencer.watermark();
         loop {
             let ev_t = self.sequencer.next_ready();
@@ -118,7 +141,7 @@ impl Pipeline {
             }
             for m in self.matches.drain(..) {
                 if let Some(a) = self.stage.process(m) {
-                    out.push(a);
+                    out.emit(a);
                 }
             }
         }
@@ -132,4 +155,50 @@ pub struct PipelineSnapshot {
     pub engine: crate::engine::snapshot::EngineSnapshot,
     pub stage: crate::alert::StageSnapshot,
     pub late: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Decoded, Decoder};
+    use crate::lang::{Options, load_texts};
+
+    /// A closure sink sees exactly the alerts, in the order, a `Vec` gets.
+    #[test]
+    fn a_closure_sink_gets_what_a_vec_gets() {
+        let rules = "rule gone { key h from hb absent 1m }\nrule f { from hb where n > 5 }";
+        let loaded = load_texts(vec![("r.rules".into(), rules.into())], &Options::default());
+        assert!(!loaded.has_errors(), "{}", loaded.render());
+        let dec = Decoder::default();
+        let events: Vec<Event> = (0..200)
+            .map(|i| {
+                let line = format!(
+                    r#"{{"type":"hb","ts":{},"h":"h{}","n":{}}}"#,
+                    i * 1000,
+                    i % 50,
+                    i % 9
+                );
+                match dec.decode(line.as_bytes(), None) {
+                    Decoded::Event(e) => e,
+                    _ => panic!("decodes"),
+                }
+            })
+            .collect();
+        let mut a = Pipeline::new(&loaded.program, 0);
+        let mut collected = Vec::new();
+        for e in events.clone() {
+            a.push(e, &mut collected).unwrap();
+        }
+        a.finish(&mut collected);
+        let mut b = Pipeline::new(&loaded.program, 0);
+        let mut seen = Vec::new();
+        let mut sink = Sink(|x: Alert| seen.push(x.to_json()));
+        for e in events {
+            b.push(e, &mut sink).unwrap();
+        }
+        b.finish(&mut sink);
+        let collected: Vec<String> = collected.iter().map(Alert::to_json).collect();
+        assert!(collected.len() > 50);
+        assert_eq!(seen, collected);
+    }
 }

@@ -19,7 +19,7 @@ use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressState, Prog
 use crate::alert::Alert;
 use crate::decode::{Decoded, Decoder};
 use crate::lang::{self, Options};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Sink};
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
@@ -118,8 +118,20 @@ fn replay(args: &ReplayArgs) -> Result<()> {
             progress.advance(n as u64, &summary);
         }
     }
-    pipeline.finish(&mut alerts);
-    write_alerts(&mut out, &mut alerts, &mut summary)?;
+    // The end of input can fire every pending timer at once: write each
+    // alert as it comes rather than collecting them.
+    let mut failed = None;
+    pipeline.finish(&mut Sink(|a: Alert| {
+        if failed.is_none() {
+            summary.alerts += 1;
+            if let Err(e) = writeln!(out, "{}", a.to_json()) {
+                failed = Some(e);
+            }
+        }
+    }));
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
     out.flush()?;
     progress.finish();
     summary.late = pipeline.late();
