@@ -96,7 +96,7 @@ impl ConsumerContext for Ctx {
                 let parts = parts(tpl);
                 rt.metrics.rebalance("assign");
                 let started = Instant::now();
-                let snaps = match rt.store.load(&parts) {
+                let (snaps, chunks) = match rt.store.load(&parts) {
                     Ok(s) => s,
                     Err(e) => {
                         // Without the snapshot, evaluating would skip state:
@@ -121,6 +121,7 @@ impl ConsumerContext for Ctx {
                 tracing::info!(
                     partitions = ?parts,
                     restored = snaps.len(),
+                    chunks,
                     seconds = secs,
                     "Kafka partitions assigned"
                 );
@@ -214,7 +215,7 @@ impl Runtime {
             r.flush()?;
         }
         let snaps: Vec<_> = chosen.iter().map(|k| shards[k].snapshot()).collect();
-        self.store.write(&snaps)?;
+        let chunks = self.store.write(&snaps)?;
         let mut tpl = TopicPartitionList::new();
         for s in &snaps {
             tpl.add_partition_offset(&s.topic, s.partition, Offset::Offset(s.offset))
@@ -232,6 +233,7 @@ impl Runtime {
         self.metrics.checkpoint_seconds.set(secs);
         tracing::debug!(
             shards = snaps.len(),
+            chunks,
             seconds = secs,
             "Kafka shard snapshots written"
         );
@@ -343,7 +345,12 @@ pub async fn spawn(
             settings.max_event_bytes,
         )?);
     }
-    let store = StateStore::new(settings.client_config(), &settings.group, state_topic)?;
+    let store = StateStore::new(
+        settings.client_config(),
+        &settings.group,
+        state_topic,
+        settings.snapshot_chunk_bytes,
+    )?;
     let mut topics: Vec<String> = settings.topics.clone();
     topics.extend(plan.groups.iter().map(|g| g.topic.clone()));
     let rt = Arc::new(Runtime {

@@ -18,6 +18,7 @@
 //!
 //! Layer: uses the pipeline, decode, outbox and metrics; the daemon wires it.
 
+pub mod chunk;
 pub mod consumer;
 pub mod repartition;
 pub mod route;
@@ -53,7 +54,13 @@ pub struct KafkaSettings {
     pub max_event_bytes: usize,
     pub max_future_ms: i64,
     pub default_notify: Vec<String>,
+    /// Largest record of a shard snapshot in `<group>.state` ([`state`]).
+    pub snapshot_chunk_bytes: usize,
 }
+
+/// Bounds of `snapshot_chunk` (the upper one: librdkafka's fetch limits).
+const MIN_CHUNK: u64 = 64;
+const MAX_CHUNK: u64 = 16 << 20;
 
 impl KafkaSettings {
     /// The settings of one `kind: kafka` source, or `None` for another kind.
@@ -67,6 +74,7 @@ impl KafkaSettings {
             client,
             client_env,
             client_file,
+            snapshot_chunk,
         } = src
         else {
             return Ok(None);
@@ -105,6 +113,18 @@ impl KafkaSettings {
             })?;
             all.insert(k.clone(), v.trim().to_string());
         }
+        let snapshot_chunk_bytes = match snapshot_chunk {
+            None => state::DEFAULT_CHUNK,
+            Some(s) if (MIN_CHUNK..=MAX_CHUNK).contains(&s.0) => {
+                usize::try_from(s.0).unwrap_or(state::DEFAULT_CHUNK)
+            }
+            Some(s) => {
+                return Err(format!(
+                    "kafka source: snapshot_chunk {} bytes: write a size from {MIN_CHUNK} bytes to 16MiB",
+                    s.0
+                ));
+            }
+        };
         Ok(Some(KafkaSettings {
             brokers: brokers.join(","),
             topics: topics.clone(),
@@ -121,6 +141,7 @@ impl KafkaSettings {
             max_event_bytes: usize::try_from(cfg.events.max_event_bytes.0).unwrap_or(usize::MAX),
             max_future_ms: cfg.events.max_future.0,
             default_notify: cfg.default_notify.clone(),
+            snapshot_chunk_bytes,
         }))
     }
 
