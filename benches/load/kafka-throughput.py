@@ -109,10 +109,8 @@ def produce(bootstrap, n):
     p = Producer(
         {
             "bootstrap.servers": bootstrap,
-            "linger.ms": 20,
-            "batch.num.messages": 10000,
-            "queue.buffering.max.messages": 1000000,
-            "compression.type": "none",
+            "linger.ms": 5,
+            "enable.idempotence": False,
             "acks": "all",
         }
     )
@@ -123,6 +121,9 @@ def produce(bootstrap, n):
                 break
             except BufferError:
                 p.poll(0.05)
+        p.poll(0)
+    if p.flush(300):
+        sys.exit("not every event was delivered to the broker")
     for part in range(PARTITIONS):
         p.produce("events", value=FLUSH.encode(), partition=part)
     if p.flush(120):
@@ -213,11 +214,23 @@ channels:
             sys.exit("timed out")
         recv = re.search(r'^tocsin_events_received_total\{source="kafka"\} (\S+)$', m, re.M)
         rss = [l for l in open(f"/proc/{proc.pid}/status") if l.startswith("VmHWM")]
-        alerts = sum(1 for _ in open(f"{d}/alerts.ndjson")) if os.path.exists(f"{d}/alerts.ndjson") else 0
+        # The outbox delivers to the file channel behind evaluation: wait
+        # until the file stops growing.
+        def count():
+            path = f"{d}/alerts.ndjson"
+            return sum(1 for _ in open(path)) if os.path.exists(path) else 0
+
+        alerts, settled = count(), time.time()
+        while time.time() - settled < 2:
+            time.sleep(0.25)
+            c = count()
+            if c != alerts:
+                alerts, settled = c, time.time()
         secs = done - (assigned or start)
         print(f"mode={mode} events={n} received={recv.group(1) if recv else '?'} alerts_written={alerts}")
         print(f"assignment {(assigned or start) - start:.1f} s after process start (group join)")
         print(f"all shards at the flush watermark {secs:.1f} s after the assignment: {n / secs:,.0f} events/s")
+        print(f"last alert written {settled - (assigned or start):.1f} s after the assignment")
         print(f"peak RSS {rss[0].split(':')[1].strip() if rss else '?'}")
         print(f"metrics polled every 0.1 s; tocsin updates them once a second")
     finally:
