@@ -670,3 +670,176 @@ fn tiny_snapshot_chunks_restore_across_rebalance() {
         "snapshots were not chunked: {st}"
     );
 }
+
+/// Rules reloaded midway (v1 → v2): one rule keyed on `user` (input
+/// shards) and one keyed on `service` (by-key shards) change their filter.
+const WATCH_V1: &str = r#"
+rule watch_user {
+    key  user
+    from auth where user == "u01"
+}
+
+rule watch_service {
+    key  service
+    from auth where service == "vpn" and outcome == "success"
+}
+"#;
+
+const WATCH_V2: &str = r#"
+rule watch_user {
+    key  user
+    from auth where user == "u02"
+}
+
+rule watch_service {
+    key  service
+    from auth where service == "mail" and outcome == "success"
+}
+"#;
+
+/// `tocsin replay` of `lines` with `rules`: alert id → alert.
+fn replay_with(
+    root: &Path,
+    name: &str,
+    rules: &str,
+    lines: &[String],
+) -> BTreeMap<String, serde_json::Value> {
+    let dir = root.join(name);
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(dir.join("rules/test.rules"), rules).unwrap();
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tocsin"))
+        .args(["replay", "--max-delay", "0s", "--rules"])
+        .arg(dir.join("rules"))
+        .arg(&input)
+        .stderr(Stdio::null())
+        .output()
+        .expect("replay runs");
+    assert!(out.status.success());
+    by_id(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap()),
+    )
+}
+
+/// Waits until the watermark of every listed shard is at least `secs`.
+fn wait_watermarks(d: &Daemon, shards: &[(&str, usize)], secs: f64) {
+    common::wait_for("shard watermarks", Duration::from_secs(30), || {
+        let m = common::get(d.port, "/metrics").body;
+        shards
+            .iter()
+            .all(|(t, p)| {
+                let series =
+                    format!("tocsin_kafka_watermark_seconds{{topic=\"{t}\",partition=\"{p}\"}} ");
+                m.lines()
+                    .find_map(|l| l.strip_prefix(&series))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v >= secs)
+            })
+            .then_some(())
+    });
+}
+
+/// SIGHUP swaps new rules into the Kafka shards, input and by-key: the
+/// unchanged rules keep their state across the reload (their alerts equal
+/// `tocsin replay` of every event with the old rules), the changed ones
+/// switch at the reload (old rules' alerts for the events before it, new
+/// rules' after). A reload that would need another by-key topic is refused
+/// and the running rules stay.
+#[test]
+fn reload_swaps_rules_in_the_shards_keeping_unchanged_state() {
+    let root = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    py(
+        &["create", &broker.addr(), "events", &PARTITIONS.to_string()],
+        None,
+    );
+    let evs = events(4000, 0);
+    let (first, second) = evs.split_at(2000);
+    // After the last event of the first half (t = 1999 s), before the
+    // second: every shard's watermark passes the first half.
+    let tick = r#"{"type":"tick","ts":"2026-11-01T00:33:19.500Z"}"#;
+    let tick_s = 1_793_491_200.0 + 1999.5;
+    let ticks = vec![tick.to_string(); PARTITIONS];
+    let flushes = vec![FLUSH.to_string(); PARTITIONS];
+    let v1 = format!("{RULES}{WATCH_V1}");
+    let v2 = format!("{RULES}{WATCH_V2}");
+    let watch = |a: &serde_json::Value| a["rule"].as_str().is_some_and(|r| r.starts_with("watch_"));
+    let mut want: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let all: Vec<String> = [first, &ticks, second, &flushes].concat();
+    want.extend(
+        replay_with(root.path(), "r-all", &v1, &all)
+            .into_iter()
+            .filter(|(_, a)| !watch(a)),
+    );
+    let before: Vec<String> = [first, &ticks].concat();
+    let after: Vec<String> = [second, &flushes].concat();
+    let old = replay_with(root.path(), "r-before", &v1, &before);
+    let new = replay_with(root.path(), "r-after", &v2, &after);
+    for part in [old, new] {
+        let w: Vec<_> = part.into_iter().filter(|(_, a)| watch(a)).collect();
+        assert!(w.len() > 10, "the watch rules fire: {}", w.len());
+        want.extend(w);
+    }
+
+    let hook = WebhookReceiver::start();
+    let dir = root.path().join("a");
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(dir.join("rules/test.rules"), &v1).unwrap();
+    let cfg = config(&broker.addr(), &dir, hook.port);
+    let d = Daemon::start(&dir, &cfg, &[("RUST_LOG", "info")]);
+    wait_assigned(&d);
+    produce(&broker, root.path(), "first.ndjson", first);
+    py(
+        &[
+            "produce-parts",
+            &broker.addr(),
+            "events",
+            &PARTITIONS.to_string(),
+            tick,
+        ],
+        None,
+    );
+    let mut shards: Vec<(&str, usize)> = Vec::new();
+    for p in 0..PARTITIONS {
+        shards.push(("events", p));
+        shards.push(("tocsin-test.by-service", p));
+    }
+    shards.push(("tocsin-test.by-global", 0));
+    wait_watermarks(&d, &shards, tick_s);
+
+    std::fs::write(dir.join("rules/test.rules"), &v2).unwrap();
+    d.signal("HUP");
+    common::wait_for("the Kafka reload", Duration::from_secs(30), || {
+        let log = d.stderr();
+        (log.contains("Kafka shards reloaded their rules") && log.contains("Reload succeeded"))
+            .then_some(())
+    });
+    let log = d.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("Kafka shards reloaded their rules"))
+        .unwrap();
+    assert_eq!(
+        field(line, "shards"),
+        Some(2 * PARTITIONS as u64 + 1),
+        "{line}"
+    );
+
+    // A rule keyed on a new field would need a new by-key topic: refused.
+    std::fs::write(
+        dir.join("rules/test.rules"),
+        format!("{v2}\nrule by_outcome {{\n    key  outcome\n    from auth\n    absent 1m\n}}\n"),
+    )
+    .unwrap();
+    let r = common::post(d.port, "/v1/reload", "");
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("tocsin-test.by-outcome"), "{}", r.body);
+    std::fs::write(dir.join("rules/test.rules"), &v2).unwrap();
+
+    produce(&broker, root.path(), "second.ndjson", second);
+    flush(&broker);
+    wait_equal(&hook, &[&d], &want, Duration::from_secs(60));
+}

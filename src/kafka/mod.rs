@@ -16,10 +16,14 @@
 //! partitions are shards too (by-key shards, [`shard`]), in the same
 //! consumer group.
 //!
+//! Snapshots are chunked ([`chunk`]) so that any size fits the broker's
+//! message limit; rule reloads reach the shards through [`reload`].
+//!
 //! Layer: uses the pipeline, decode, outbox and metrics; the daemon wires it.
 
 pub mod chunk;
 pub mod consumer;
+pub mod reload;
 pub mod repartition;
 pub mod route;
 pub mod shard;
