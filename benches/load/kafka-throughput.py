@@ -178,6 +178,8 @@ admin:
   listen: 127.0.0.1:{aport}
 durability:
   checkpoint_every: 5s
+outbox:
+  max_pending: 10000000
 default_notify: [out]
 channels:
   out:
@@ -215,22 +217,37 @@ channels:
         recv = re.search(r'^tocsin_events_received_total\{source="kafka"\} (\S+)$', m, re.M)
         rss = [l for l in open(f"/proc/{proc.pid}/status") if l.startswith("VmHWM")]
         # The outbox delivers to the file channel behind evaluation: wait
-        # until the file stops growing.
-        def count():
-            path = f"{d}/alerts.ndjson"
-            return sum(1 for _ in open(path)) if os.path.exists(path) else 0
-
-        alerts, settled = count(), time.time()
-        while time.time() - settled < 2:
+        # until it is empty.
+        while True:
+            m = metrics(aport)
+            pending = sum(float(v) for v in re.findall(r'^tocsin_outbox_pending\{[^}]*\} (\S+)$', m, re.M))
+            if pending == 0:
+                settled = time.time()
+                break
             time.sleep(0.25)
-            c = count()
-            if c != alerts:
-                alerts, settled = c, time.time()
+        dropped = sum(float(v) for v in re.findall(
+            r'^tocsin_deliveries_total\{[^}]*outcome="dropped"[^}]*\} (\S+)$', m, re.M))
+        ids = set()
+        with open(f"{d}/alerts.ndjson") as f:
+            for line in f:
+                ids.add(json.loads(line)["id"])
+        alerts = len(ids)
+        # The same events through `tocsin replay`.
+        with open(f"{d}/in.ndjson", "w") as f:
+            for _, line in events(n):
+                f.write(line + "\n")
+            for _ in range(PARTITIONS):
+                f.write(FLUSH + "\n")
+        out = subprocess.run([binary, "replay", "--max-delay", "0s", "--rules", f"{d}/rules",
+                              f"{d}/in.ndjson"], capture_output=True, check=True).stdout
+        replayed = {json.loads(l)["id"] for l in out.decode().splitlines() if l.strip()}
         secs = done - (assigned or start)
-        print(f"mode={mode} events={n} received={recv.group(1) if recv else '?'} alerts_written={alerts}")
+        print(f"mode={mode} events={n} received={recv.group(1) if recv else '?'}")
+        print(f"alerts delivered (distinct ids) {alerts}, dropped {dropped:.0f}; "
+              f"tocsin replay of the same events {len(replayed)}, same ids: {ids == replayed}")
         print(f"assignment {(assigned or start) - start:.1f} s after process start (group join)")
         print(f"all shards at the flush watermark {secs:.1f} s after the assignment: {n / secs:,.0f} events/s")
-        print(f"last alert written {settled - (assigned or start):.1f} s after the assignment")
+        print(f"outbox empty (every alert written) {settled - (assigned or start):.1f} s after the assignment")
         print(f"peak RSS {rss[0].split(':')[1].strip() if rss else '?'}")
         print(f"metrics polled every 0.1 s; tocsin updates them once a second")
     finally:
