@@ -479,6 +479,10 @@ fn wait_assigned(d: &Daemon) {
     });
 }
 
+/// Snapshots of several records each (a kill may land between a chunk
+/// and its manifest).
+const SMALL_CHUNKS: &str = "    snapshot_chunk: 1024\n";
+
 /// Three instances in one group (the first alone at first, so it held
 /// every input partition); midway, an instance that holds input partitions
 /// is killed with SIGKILL and a new process takes its place on its state
@@ -500,7 +504,7 @@ fn instances_share_partitions_and_survive_kill() {
 
     let hook = WebhookReceiver::start();
     // Phase 1: one instance evaluates every partition.
-    let a = instance(root.path(), "a", &broker.addr(), &hook);
+    let a = instance_with(root.path(), "a", &broker.addr(), &hook, SMALL_CHUNKS);
     wait_assigned(&a);
     produce(&broker, root.path(), "p1.ndjson", p1);
     common::wait_for("phase 1 alerts", Duration::from_secs(30), || {
@@ -508,8 +512,8 @@ fn instances_share_partitions_and_survive_kill() {
     });
     let a_first = assigned(&a);
     // Phase 2: two more join; partitions move (cooperative-sticky).
-    let b = instance(root.path(), "b", &broker.addr(), &hook);
-    let c = instance(root.path(), "c", &broker.addr(), &hook);
+    let b = instance_with(root.path(), "b", &broker.addr(), &hook, SMALL_CHUNKS);
+    let c = instance_with(root.path(), "c", &broker.addr(), &hook, SMALL_CHUNKS);
     wait_assigned(&b);
     wait_assigned(&c);
     let mut live = vec![("a", a), ("b", b), ("c", c)];
@@ -530,7 +534,10 @@ fn instances_share_partitions_and_survive_kill() {
         !v_held.is_empty(),
         "no instance held an input partition:\n{v_log}"
     );
-    live.push((name, instance(root.path(), name, &broker.addr(), &hook)));
+    live.push((
+        name,
+        instance_with(root.path(), name, &broker.addr(), &hook, SMALL_CHUNKS),
+    ));
     produce(&broker, root.path(), "p3.ndjson", p3);
     flush(&broker);
     // Alerts the killed instance recorded but had not delivered are in its
@@ -555,6 +562,14 @@ fn instances_share_partitions_and_survive_kill() {
             .any(|l| l.contains("assigned") && !l.contains("restored=0"))
     });
     assert!(restored, "no shard restored from a snapshot");
+    // ... from snapshots of several chunks.
+    let chunked = ds.iter().any(|x| {
+        x.stderr()
+            .lines()
+            .filter(|l| l.contains("Kafka partitions assigned"))
+            .any(|l| field(l, "chunks") > field(l, "restored"))
+    });
+    assert!(chunked, "no snapshot restored from several chunks");
     // The rules keyed on `service` and the global one ran on the by-key
     // topics, fed by the instances that held input partitions.
     let metrics: Vec<String> = ds
