@@ -166,3 +166,28 @@ impl KafkaSettings {
 }
 
 pub use consumer::spawn;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &str) -> Result<Option<KafkaSettings>, String> {
+        let text = format!(
+            "rules: rules/\nsources:\n  - kind: kafka\n    brokers: [\"127.0.0.1:9092\"]\n    topics: [events]\n    group: g\n{extra}"
+        );
+        let cfg = Config::parse("t.yaml", &text).map_err(|e| e.to_string())?;
+        KafkaSettings::from_config(&cfg, &cfg.sources[0])
+    }
+
+    #[test]
+    fn snapshot_chunk_defaults_parses_sizes_and_is_bounded() {
+        let s = |extra: &str| settings(extra).map(|s| s.map(|s| s.snapshot_chunk_bytes));
+        assert_eq!(s(""), Ok(Some(state::DEFAULT_CHUNK)));
+        assert_eq!(s("    snapshot_chunk: 256\n"), Ok(Some(256)));
+        assert_eq!(s("    snapshot_chunk: 2MiB\n"), Ok(Some(2 << 20)));
+        for bad in ["63", "17MiB"] {
+            let e = s(&format!("    snapshot_chunk: {bad}\n")).unwrap_err();
+            assert!(e.contains("snapshot_chunk"), "{e}");
+        }
+    }
+}
