@@ -205,6 +205,9 @@ pub enum SourceConfig {
         client_env: BTreeMap<String, String>,
         #[serde(default)]
         client_file: BTreeMap<String, PathBuf>,
+        /// Largest record of a shard snapshot in `<group>.state`; larger
+        /// snapshots are chunked (default 512KiB).
+        snapshot_chunk: Option<Size>,
     },
 }
 

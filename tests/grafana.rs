@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
-use tocsin::metrics::{AlertLabels, ChannelLabel, DeliveryLabels, Metrics, RuleLabel};
+use tocsin::metrics::{
+    AlertLabels, ChannelLabel, DeliveryLabels, Metrics, PartitionLabels, RuleLabel, TopicLabel,
+};
 
 const DASHBOARD: &str = include_str!("../packaging/grafana/tocsin.json");
 
@@ -48,6 +50,20 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
         .set(1);
     m.reload(true);
     m.checkpoint_seconds.set(0.25);
+    let part = PartitionLabels {
+        topic: "events".into(),
+        partition: 0,
+    };
+    m.kafka_consumer_lag.get_or_create(&part).set(1);
+    m.kafka_watermark_seconds.get_or_create(&part).set(1.0);
+    m.kafka_shard_keys.get_or_create(&part).set(1);
+    m.rebalance("assign");
+    m.kafka_restore_seconds.set(0.5);
+    let topic = TopicLabel {
+        topic: "g.by-service".into(),
+    };
+    m.kafka_republished.get_or_create(&topic).inc();
+    m.kafka_duplicates_dropped.get_or_create(&topic).inc();
     let full = m.encode();
 
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -466,6 +482,35 @@ fn the_dashboard_covers_what_issue_9_asks_for() {
     assert!(by("tocsin_events_rejected_total").contains("reason"));
     assert!(by("tocsin_alerts_total").is_superset(&["rule".into(), "status".into()].into()));
     assert!(by("tocsin_deliveries_total").contains("outcome"));
+}
+
+/// Issue 11: every `tocsin_kafka_*` family has a panel, per-partition
+/// gauges broken down by topic and partition.
+#[test]
+fn the_dashboard_shows_every_kafka_metric() {
+    let exported = exported();
+    let dash = dashboard();
+    let exprs = expressions(&dash);
+    let kafka: Vec<&String> = exported
+        .keys()
+        .filter(|m| m.starts_with("tocsin_kafka_"))
+        .collect();
+    assert_eq!(kafka.len(), 7, "{kafka:?}");
+    for m in kafka {
+        let panels: Vec<&(String, Refs, String)> = exprs
+            .iter()
+            .filter(|(at, r, _)| at.starts_with("/panels") && r.metrics.contains(m))
+            .collect();
+        assert!(!panels.is_empty(), "no panel shows {m}");
+        if exported[m].contains("partition") {
+            assert!(
+                panels
+                    .iter()
+                    .any(|(_, r, _)| r.labels.contains("topic") && r.labels.contains("partition")),
+                "{m} is not shown per topic and partition"
+            );
+        }
+    }
 }
 
 #[test]

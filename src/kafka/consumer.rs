@@ -3,7 +3,7 @@
 //! (periodically, on revoke, at shutdown) before committing offsets.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -32,8 +32,9 @@ const SOURCE: &str = "kafka";
 /// consumer thread, inside or after `poll`; the lock is never contended).
 struct Runtime {
     settings: KafkaSettings,
-    /// Which rules run on the input shards and which on by-key shards.
-    plan: Plan,
+    /// Which rules run on the input shards and which on by-key shards
+    /// (replaced by a rule reload, [`super::reload`]).
+    plan: RwLock<Arc<Plan>>,
     /// Every input partition (`topic/partition`): the sources whose
     /// watermarks a by-key shard waits for.
     sources: Vec<String>,
@@ -96,7 +97,7 @@ impl ConsumerContext for Ctx {
                 let parts = parts(tpl);
                 rt.metrics.rebalance("assign");
                 let started = Instant::now();
-                let snaps = match rt.store.load(&parts) {
+                let (snaps, chunks) = match rt.store.load(&parts) {
                     Ok(s) => s,
                     Err(e) => {
                         // Without the snapshot, evaluating would skip state:
@@ -105,11 +106,12 @@ impl ConsumerContext for Ctx {
                         std::process::exit(1);
                     }
                 };
+                let plan = rt.plan();
                 let mut shards = rt.lock();
                 for (t, p) in &parts {
-                    let mut sh = match rt.plan.group_of(t) {
+                    let mut sh = match plan.group_of(t) {
                         Some(g) => Shard::by_key(&g.program, t, *p),
-                        None => Shard::input(&rt.plan.local, rt.settings.max_delay_ms, t, *p),
+                        None => Shard::input(&plan.local, rt.settings.max_delay_ms, t, *p),
                     };
                     if let Some(s) = snaps.get(&key(t, *p)) {
                         sh.restore(s);
@@ -121,6 +123,7 @@ impl ConsumerContext for Ctx {
                 tracing::info!(
                     partitions = ?parts,
                     restored = snaps.len(),
+                    chunks,
                     seconds = secs,
                     "Kafka partitions assigned"
                 );
@@ -138,6 +141,38 @@ fn parts(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 }
 
 impl Runtime {
+    fn plan(&self) -> Arc<Plan> {
+        self.plan.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Swaps in reloaded rules: every shard's pipeline reloads (unchanged
+    /// rules keep their state), then every shard's snapshot is written, so
+    /// that a re-evaluation after a crash switches rules at the same offset.
+    /// [`super::reload::check`] made sure the by-key topics are the same.
+    fn reload(&self, c: &BaseConsumer<Ctx>, program: &Program) -> Result<usize, String> {
+        let old = self.plan();
+        let mut plan = Plan::new(program, &self.settings.partitioned_by, &self.settings.group);
+        for g in &mut plan.groups {
+            g.partitions = old
+                .group_of(&g.topic)
+                .map(|o| o.partitions)
+                .ok_or_else(|| format!("by-key topic {} is not subscribed", g.topic))?;
+        }
+        let mut shards = self.lock();
+        for ((t, _), sh) in shards.iter_mut() {
+            match plan.group_of(t) {
+                Some(g) => sh.pipeline.reload(&g.program),
+                None => sh.pipeline.reload(&plan.local),
+            }
+            sh.dirty = true;
+        }
+        let n = shards.len();
+        drop(shards);
+        *self.plan.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(plan);
+        self.checkpoint(c, None)?;
+        Ok(n)
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<(String, i32), Shard>> {
         self.shards.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -214,7 +249,7 @@ impl Runtime {
             r.flush()?;
         }
         let snaps: Vec<_> = chosen.iter().map(|k| shards[k].snapshot()).collect();
-        self.store.write(&snaps)?;
+        let chunks = self.store.write(&snaps)?;
         let mut tpl = TopicPartitionList::new();
         for s in &snaps {
             tpl.add_partition_offset(&s.topic, s.partition, Offset::Offset(s.offset))
@@ -232,6 +267,7 @@ impl Runtime {
         self.metrics.checkpoint_seconds.set(secs);
         tracing::debug!(
             shards = snaps.len(),
+            chunks,
             seconds = secs,
             "Kafka shard snapshots written"
         );
@@ -343,12 +379,19 @@ pub async fn spawn(
             settings.max_event_bytes,
         )?);
     }
-    let store = StateStore::new(settings.client_config(), &settings.group, state_topic)?;
+    let store = StateStore::new(
+        settings.client_config(),
+        &settings.group,
+        state_topic,
+        settings.snapshot_chunk_bytes,
+    )?;
     let mut topics: Vec<String> = settings.topics.clone();
     topics.extend(plan.groups.iter().map(|g| g.topic.clone()));
+    let (registration, reloads) =
+        super::reload::register(&settings.group, &settings.partitioned_by, &plan);
     let rt = Arc::new(Runtime {
         settings: settings.clone(),
-        plan,
+        plan: RwLock::new(Arc::new(plan)),
         sources,
         repart,
         shards: Mutex::new(BTreeMap::new()),
@@ -378,7 +421,10 @@ pub async fn spawn(
     std::thread::Builder::new()
         .name("tocsin-kafka".into())
         .stack_size(64 << 20)
-        .spawn(move || run(rt, consumer, decoder, stop))
+        .spawn(move || {
+            run(rt, consumer, decoder, &reloads, stop);
+            drop(registration);
+        })
         .map_err(|e| format!("cannot start the kafka thread: {e}"))
 }
 
@@ -420,7 +466,8 @@ fn on_input(
                 arrival: wall,
                 watermark: after,
             };
-            if let Err(e) = r.publish(&from, payload, ev, |t| {
+            let plan = rt.plan();
+            if let Err(e) = r.publish(&plan.groups, &from, payload, ev, |t| {
                 rt.metrics
                     .kafka_republished
                     .get_or_create(&TopicLabel {
@@ -501,7 +548,13 @@ fn on_keyed(
     rt.deliver(alerts);
 }
 
-fn run(rt: Arc<Runtime>, consumer: BaseConsumer<Ctx>, decoder: Decoder, stop: CancellationToken) {
+fn run(
+    rt: Arc<Runtime>,
+    consumer: BaseConsumer<Ctx>,
+    decoder: Decoder,
+    reloads: &std::sync::mpsc::Receiver<super::reload::Request>,
+    stop: CancellationToken,
+) {
     let s = rt.settings.clone();
     let mut alerts: Vec<Alert> = Vec::new();
     let mut last_tick = Instant::now();
@@ -510,7 +563,7 @@ fn run(rt: Arc<Runtime>, consumer: BaseConsumer<Ctx>, decoder: Decoder, stop: Ca
     while !stop.is_cancelled() {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                if rt.plan.group_of(m.topic()).is_some() {
+                if rt.plan().group_of(m.topic()).is_some() {
                     on_keyed(&rt, &decoder, &m, &mut alerts);
                 } else {
                     received += u64::from(on_input(&rt, &decoder, &m, &mut alerts));
@@ -518,6 +571,20 @@ fn run(rt: Arc<Runtime>, consumer: BaseConsumer<Ctx>, decoder: Decoder, stop: Ca
             }
             Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer"),
             None => {}
+        }
+        while let Ok(req) = reloads.try_recv() {
+            let r = rt.reload(&consumer, &req.program);
+            match &r {
+                Ok(n) => tracing::info!(
+                    shards = n,
+                    rules = req.program.rules.len(),
+                    "Kafka shards reloaded their rules"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "Kafka shards reloaded their rules, but writing their snapshots failed; retried at the next checkpoint")
+                }
+            }
+            let _ = req.done.send(r);
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();

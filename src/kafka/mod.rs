@@ -16,9 +16,14 @@
 //! partitions are shards too (by-key shards, [`shard`]), in the same
 //! consumer group.
 //!
+//! Snapshots are chunked ([`chunk`]) so that any size fits the broker's
+//! message limit; rule reloads reach the shards through [`reload`].
+//!
 //! Layer: uses the pipeline, decode, outbox and metrics; the daemon wires it.
 
+pub mod chunk;
 pub mod consumer;
+pub mod reload;
 pub mod repartition;
 pub mod route;
 pub mod shard;
@@ -53,7 +58,13 @@ pub struct KafkaSettings {
     pub max_event_bytes: usize,
     pub max_future_ms: i64,
     pub default_notify: Vec<String>,
+    /// Largest record of a shard snapshot in `<group>.state` ([`state`]).
+    pub snapshot_chunk_bytes: usize,
 }
+
+/// Bounds of `snapshot_chunk` (the upper one: librdkafka's fetch limits).
+const MIN_CHUNK: u64 = 64;
+const MAX_CHUNK: u64 = 16 << 20;
 
 impl KafkaSettings {
     /// The settings of one `kind: kafka` source, or `None` for another kind.
@@ -67,6 +78,7 @@ impl KafkaSettings {
             client,
             client_env,
             client_file,
+            snapshot_chunk,
         } = src
         else {
             return Ok(None);
@@ -105,6 +117,18 @@ impl KafkaSettings {
             })?;
             all.insert(k.clone(), v.trim().to_string());
         }
+        let snapshot_chunk_bytes = match snapshot_chunk {
+            None => state::DEFAULT_CHUNK,
+            Some(s) if (MIN_CHUNK..=MAX_CHUNK).contains(&s.0) => {
+                usize::try_from(s.0).unwrap_or(state::DEFAULT_CHUNK)
+            }
+            Some(s) => {
+                return Err(format!(
+                    "kafka source: snapshot_chunk {} bytes: write a size from {MIN_CHUNK} bytes to 16MiB",
+                    s.0
+                ));
+            }
+        };
         Ok(Some(KafkaSettings {
             brokers: brokers.join(","),
             topics: topics.clone(),
@@ -121,6 +145,7 @@ impl KafkaSettings {
             max_event_bytes: usize::try_from(cfg.events.max_event_bytes.0).unwrap_or(usize::MAX),
             max_future_ms: cfg.events.max_future.0,
             default_notify: cfg.default_notify.clone(),
+            snapshot_chunk_bytes,
         }))
     }
 
@@ -141,3 +166,28 @@ impl KafkaSettings {
 }
 
 pub use consumer::spawn;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &str) -> Result<Option<KafkaSettings>, String> {
+        let text = format!(
+            "rules: rules/\nsources:\n  - kind: kafka\n    brokers: [\"127.0.0.1:9092\"]\n    topics: [events]\n    group: g\n{extra}"
+        );
+        let cfg = Config::parse("t.yaml", &text).map_err(|e| e.to_string())?;
+        KafkaSettings::from_config(&cfg, &cfg.sources[0])
+    }
+
+    #[test]
+    fn snapshot_chunk_defaults_parses_sizes_and_is_bounded() {
+        let s = |extra: &str| settings(extra).map(|s| s.map(|s| s.snapshot_chunk_bytes));
+        assert_eq!(s(""), Ok(Some(state::DEFAULT_CHUNK)));
+        assert_eq!(s("    snapshot_chunk: 256\n"), Ok(Some(256)));
+        assert_eq!(s("    snapshot_chunk: 2MiB\n"), Ok(Some(2 << 20)));
+        for bad in ["63", "17MiB"] {
+            let e = s(&format!("    snapshot_chunk: {bad}\n")).unwrap_err();
+            assert!(e.contains("snapshot_chunk"), "{e}");
+        }
+    }
+}

@@ -169,17 +169,19 @@ impl Repartitioner {
     }
 
     /// Publishes an event an input shard accepted, its text unchanged, to
-    /// each by-key topic whose rules may read it and whose key it has;
+    /// each by-key topic whose rules (in `groups`: the current rules, the
+    /// same topics as `self.groups`) may read it and whose key it has;
     /// `sent_to` is called with the topic of each message sent.
     pub fn publish(
         &self,
+        groups: &[KeyGroup],
         from: &Origin<'_>,
         payload: &[u8],
         ev: &Event,
         mut sent_to: impl FnMut(&str),
     ) -> Result<(), String> {
         let (src, watermark) = (from.source, from.watermark);
-        for (gi, g) in self.groups.iter().enumerate() {
+        for (gi, g) in groups.iter().enumerate() {
             if !g.reads(ev) {
                 continue;
             }

@@ -20,6 +20,10 @@ Usage (tests/kafka.rs drives it; every command prints one JSON line):
                                        payload of TOPIC/PARTITION unchanged
                                        (key, headers), as a re-publish after a
                                        crash does
+  broker.py state BOOTSTRAP TOPIC      the compacted view of a state topic
+                                       (latest record per key, tombstones
+                                       dropped): {"manifests": {key: manifest},
+                                       "chunks": [live chunk keys]}
 
 The broker is stopped by killing the pid `start` printed.
 """
@@ -185,6 +189,45 @@ def redeliver(bootstrap, topic, partition, n):
     print(json.dumps({"redelivered": len(got)}), flush=True)
 
 
+def state(bootstrap, topic):
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "tocsin-test-state",
+            "enable.auto.commit": False,
+        }
+    )
+    lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    c.assign([TopicPartition(topic, 0, 0)])
+    latest = {}
+    end = time.time() + 30
+    last = -1
+    # Tansu reports the high watermark as the start of the last batch + 1:
+    # past it, read on until nothing more comes.
+    while time.time() < end:
+        m = c.poll(0.5 if last + 1 < hi else 1.5)
+        if m is None and last + 1 >= hi:
+            break
+        if m is None or m.error():
+            continue
+        last = m.offset()
+        latest[m.key().decode()] = m.value()
+    c.close()
+    if last + 1 < hi:
+        sys.exit(f"state topic read to {last}, not to {hi}")
+    out = {"manifests": {}, "chunks": []}
+    for k, v in latest.items():
+        if v is None:
+            continue
+        if k.count("/") == 1:
+            out["manifests"][k] = json.loads(v)
+        else:
+            out["chunks"].append(k)
+    print(json.dumps(out), flush=True)
+
+
 def main(argv):
     cmd = argv[1]
     if cmd == "start":
@@ -197,6 +240,8 @@ def main(argv):
         produce_parts(argv[2], argv[3], int(argv[4]), argv[5])
     elif cmd == "redeliver":
         redeliver(argv[2], argv[3], int(argv[4]), int(argv[5]))
+    elif cmd == "state":
+        state(argv[2], argv[3])
     elif cmd == "count":
         count(argv[2], argv[3])
     else:
