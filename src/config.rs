@@ -353,6 +353,16 @@ impl Config {
                 },
             }
         })?;
+        for src in &cfg.sources {
+            if let SourceConfig::Kafka { snapshot_chunk, .. } = src
+                && let Err(message) = crate::kafka::chunk_bytes(snapshot_chunk.map(|s| s.0))
+            {
+                return Err(ConfigError::InvalidNoPos {
+                    path: name.to_string(),
+                    message,
+                });
+            }
+        }
         for n in &cfg.default_notify {
             if !cfg.channels.contains_key(n) {
                 return Err(ConfigError::InvalidNoPos {
@@ -402,6 +412,20 @@ mod tests {
         let s = e.to_string();
         assert!(s.starts_with("t.yaml:3:"), "{s}");
         assert!(s.contains("unknown key `max_dealy`"), "{s}");
+    }
+
+    /// `tocsin check -c` and `tocsin run` reject the same out-of-bounds
+    /// snapshot chunk size, at load.
+    #[test]
+    fn kafka_snapshot_chunk_is_bounded_at_load() {
+        let cfg = |chunk: &str| {
+            format!(
+                "rules: r\nsources:\n  - kind: kafka\n    brokers: [b:9092]\n    topics: [t]\n    group: g\n    snapshot_chunk: {chunk}\n"
+            )
+        };
+        let e = Config::parse("t.yaml", &cfg("10")).unwrap_err().to_string();
+        assert!(e.contains("snapshot_chunk 10 bytes"), "{e}");
+        assert!(Config::parse("t.yaml", &cfg("1MiB")).is_ok());
     }
 
     #[test]

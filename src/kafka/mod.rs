@@ -66,6 +66,20 @@ pub struct KafkaSettings {
 const MIN_CHUNK: u64 = 64;
 const MAX_CHUNK: u64 = 16 << 20;
 
+/// The `snapshot_chunk` setting in bytes (default when unset), or why it is
+/// out of bounds. Also used by `tocsin check -c`.
+pub fn chunk_bytes(setting: Option<u64>) -> Result<usize, String> {
+    match setting {
+        None => Ok(state::DEFAULT_CHUNK),
+        Some(n) if (MIN_CHUNK..=MAX_CHUNK).contains(&n) => {
+            Ok(usize::try_from(n).unwrap_or(state::DEFAULT_CHUNK))
+        }
+        Some(n) => Err(format!(
+            "kafka source: snapshot_chunk {n} bytes: write a size from {MIN_CHUNK} bytes to 16MiB"
+        )),
+    }
+}
+
 impl KafkaSettings {
     /// The settings of one `kind: kafka` source, or `None` for another kind.
     pub fn from_config(cfg: &Config, src: &SourceConfig) -> Result<Option<Self>, String> {
@@ -117,18 +131,7 @@ impl KafkaSettings {
             })?;
             all.insert(k.clone(), v.trim().to_string());
         }
-        let snapshot_chunk_bytes = match snapshot_chunk {
-            None => state::DEFAULT_CHUNK,
-            Some(s) if (MIN_CHUNK..=MAX_CHUNK).contains(&s.0) => {
-                usize::try_from(s.0).unwrap_or(state::DEFAULT_CHUNK)
-            }
-            Some(s) => {
-                return Err(format!(
-                    "kafka source: snapshot_chunk {} bytes: write a size from {MIN_CHUNK} bytes to 16MiB",
-                    s.0
-                ));
-            }
-        };
+        let snapshot_chunk_bytes = chunk_bytes(snapshot_chunk.map(|s| s.0))?;
         Ok(Some(KafkaSettings {
             brokers: brokers.join(","),
             topics: topics.clone(),
