@@ -360,6 +360,19 @@ mod tests {
         );
     }
 
+    /// A key from an event that holds CR/LF cannot start a new mail header.
+    #[test]
+    fn subject_is_one_line_whatever_the_key_holds() {
+        let r = AlertRecord::from_json(
+            r#"{"id":"abc","rule":"r","status":"firing","severity":"warning","key":{"user":"eve\r\nBcc: x@example.com"},"time":"2026-01-01T00:01:00.000Z","values":{},"window":null,"labels":{},"message":"m","events":{}}"#.into(),
+            None,
+        )
+        .unwrap();
+        let s = subject(&r);
+        assert!(!s.contains('\r') && !s.contains('\n'), "{s:?}");
+        assert!(s.contains("Bcc: x@example.com"), "{s:?}");
+    }
+
     #[test]
     fn html_body_is_escaped() {
         let html = html_body(&record());
