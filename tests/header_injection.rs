@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use common::{Daemon, post, wait_for};
 
+/// (head, body) of every request received.
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
 /// A raw HTTP/1.1 receiver: keeps (head, body) of every request, answers 200.
-fn raw_receiver() -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
+fn raw_receiver() -> (u16, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let seen = Arc::new(Mutex::new(Vec::new()));
