@@ -83,6 +83,23 @@ pub fn json_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Whether an expression reads earlier sequence steps (`step.field`,
+/// `count(step)`); a condition that does not can be tested without them.
+pub fn reads_steps(e: &CExpr) -> bool {
+    match e {
+        CExpr::StepField(..) | CExpr::StepCount(_) => true,
+        CExpr::Lit(_) | CExpr::Field(_) | CExpr::Exists(_) | CExpr::Agg(_) => false,
+        CExpr::Call(_, a) | CExpr::Neg(a) | CExpr::Not(a) | CExpr::IsNull(a, _) => reads_steps(a),
+        CExpr::Matches(a, _) => reads_steps(a),
+        CExpr::Arith(_, a, b)
+        | CExpr::Cmp(_, a, b)
+        | CExpr::In(a, b, _)
+        | CExpr::Str(_, a, b)
+        | CExpr::And(a, b)
+        | CExpr::Or(a, b) => reads_steps(a) || reads_steps(b),
+    }
+}
+
 /// A condition's truth: only `true` is true.
 pub fn truthy(v: &Value) -> bool {
     matches!(v, Value::Bool(true))

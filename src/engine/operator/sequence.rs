@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::{KeyMap, NewTimers, slot};
-use crate::engine::expr::{Ctx, StepView, test};
+use crate::engine::expr::{Ctx, StepView, reads_steps, test};
 use crate::engine::key::Key;
 use crate::engine::snapshot::{CandidateSnap, EventSnap, OpSnapshot, SequenceKeySnap};
 use crate::engine::{Match, Status};
@@ -404,6 +404,7 @@ impl Search<'_> {
         }
         match &step.cond {
             None => true,
+            Some(c) if !reads_steps(c) => test(c, &Ctx::event(&ev.fields)),
             Some(c) => {
                 let views = self.views();
                 test(
