@@ -111,3 +111,48 @@ rule hopping { key u from a window hopping 10s every 5s when count() >= 1000000 
     assert_eq!(p.engine().pending_timers(), 5);
     assert!(alerts.is_empty());
 }
+
+/// An event that no step of a sequence can use (right stream, but failing a
+/// condition that reads no earlier step) is not buffered and makes no key.
+#[test]
+fn events_no_sequence_step_can_use_make_no_key() {
+    let rules = r#"
+rule seq {
+    key u
+    sequence within 1h {
+        x: a where v == 1
+        not n: a where v == 2
+        y: b where exists(ok)
+    }
+}
+"#;
+    let loaded = load_texts(vec![("r.rules".into(), rules.into())], &Options::default());
+    assert!(!loaded.has_errors(), "{}", loaded.render());
+    let mut p = Pipeline::new(&loaded.program, 0);
+    let dec = Decoder::default();
+    let mut alerts = Vec::new();
+    for i in 0..1_000 {
+        // v == 0 fits no step; a `b` without `ok` neither.
+        let line = if i % 2 == 0 {
+            format!("{{\"type\":\"a\",\"ts\":{i},\"u\":\"u{i}\",\"v\":0}}")
+        } else {
+            format!("{{\"type\":\"b\",\"ts\":{i},\"u\":\"u{i}\"}}")
+        };
+        let Decoded::Event(ev) = dec.decode(line.as_bytes(), None) else {
+            panic!("decodes");
+        };
+        p.push(ev, &mut alerts).unwrap();
+    }
+    assert_eq!(p.engine().key_counts(), vec![0]);
+    // Events that a step can use do make keys (the negated step's too).
+    // (The event of another stream at the end releases the two before it.)
+    for (i, v) in [(2_000, 1), (2_001, 2), (3_000, 0)] {
+        let t = if v == 0 { "zzz" } else { "a" };
+        let line = format!("{{\"type\":\"{t}\",\"ts\":{i},\"u\":\"k{v}\",\"v\":{v}}}");
+        let Decoded::Event(ev) = dec.decode(line.as_bytes(), None) else {
+            panic!("decodes");
+        };
+        p.push(ev, &mut alerts).unwrap();
+    }
+    assert_eq!(p.engine().key_counts(), vec![2]);
+}

@@ -73,6 +73,17 @@ fn stream_ok(step: &Step, ev: &Event) -> bool {
     step.stream.as_deref().is_none_or(|s| s == ev.stream)
 }
 
+/// Whether `ev` may be bound by `step` (or, for a negated step, block a
+/// match): of its stream, and satisfying its condition when that condition
+/// reads no earlier step (one that does is decided during the search).
+fn may_use(step: &Step, ev: &Event) -> bool {
+    stream_ok(step, ev)
+        && step
+            .cond
+            .as_ref()
+            .is_none_or(|c| reads_steps(c) || test(c, &Ctx::event(&ev.fields)))
+}
+
 impl SequenceOp {
     pub(super) fn new(seq: &Sequence) -> Self {
         let positive: Vec<usize> = seq.positive().collect();
@@ -181,7 +192,8 @@ impl SequenceOp {
         out: &mut Vec<Match>,
         timers: &mut NewTimers,
     ) {
-        if !seq.steps.iter().any(|s| stream_ok(s, ev)) {
+        // An event no step can use is neither buffered nor makes key state.
+        if !seq.steps.iter().any(|s| may_use(s, ev)) {
             return;
         }
         let entry_seq = self.next_seq;
