@@ -1,7 +1,8 @@
 //! `POST /v1/events`: one JSON object, a JSON array of objects, or NDJSON.
-//! Answers 202 with per-item rejections once the engine has taken the
-//! accepted events, 400 when none was accepted, 401 without the token, 413
-//! over `max_body`, 503 with `Retry-After` while the engine queue is full.
+//! Answers 202 with per-item rejections once the accepted events are in
+//! the write-ahead log, 400 when none was accepted, 401 without the token,
+//! 413 over `max_body`, 503 with `Retry-After` while the log writer's queue
+//! is full (the engine's queue behind it being full too).
 //! A retried request with the same `Idempotency-Key` gets the first answer.
 
 use std::sync::Arc;
@@ -192,17 +193,12 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
     if accepted > 0 {
         src.ingest.metrics.received("http", accepted as u64);
         let (done, wait) = oneshot::channel();
-        let msg = EngineMsg::Batch(Batch {
-            source: Arc::from("http"),
-            events,
-            offset: None,
-            idempotent: idem_key.map(|key| Idempotent {
-                key,
-                status: status.as_u16(),
-                body: body.clone(),
-            }),
-            done: Some(done),
+        let idempotent = idem_key.map(|key| Idempotent {
+            key,
+            status: status.as_u16(),
+            body: body.clone(),
         });
+        let msg = EngineMsg::Batch(Batch::new("http", events, None, idempotent, Some(done)));
         match src.ingest.tx.try_send(msg) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {

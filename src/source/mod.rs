@@ -1,7 +1,9 @@
 //! Sources: HTTP, TCP and tailed files. Each turns input into decoded
 //! events (decoding runs here, on the source's task, so it spreads over
-//! cores) and hands them to the engine in batches through one bounded
-//! queue. A batch is acknowledged once the engine has taken it.
+//! cores), encodes each batch's log record (so does that work too) and
+//! hands the batches to the daemon's log writer through one bounded queue.
+//! A batch is acknowledged once it is in the write-ahead log (synced as
+//! the fsync policy says); the engine evaluates it afterwards.
 
 pub mod file;
 pub mod http;
@@ -46,9 +48,37 @@ pub struct Batch {
     /// For an HTTP request with an `Idempotency-Key`: the key and the answer
     /// the request gets, logged with the events.
     pub idempotent: Option<crate::wal::Idempotent>,
+    /// The batch's write-ahead log record, encoded by the source.
+    pub record: crate::wal::Encoded,
     /// Answered once the batch is in the write-ahead log (durable as the
-    /// fsync policy says) and taken by the engine.
+    /// fsync policy says); dropped unanswered when it could not be logged.
     pub done: Option<oneshot::Sender<()>>,
+}
+
+impl Batch {
+    /// A batch with its log record encoded from `events`.
+    pub fn new(
+        source: &str,
+        events: Vec<Event>,
+        offset: Option<FileOffset>,
+        idempotent: Option<crate::wal::Idempotent>,
+        done: Option<oneshot::Sender<()>>,
+    ) -> Self {
+        let record = crate::wal::Encoded::batch(
+            source,
+            events.iter().map(|e| (e.time.0, &*e.raw)),
+            offset.as_ref(),
+            idempotent.as_ref(),
+        );
+        Batch {
+            source: Arc::from(source),
+            events,
+            offset,
+            idempotent,
+            record,
+            done,
+        }
+    }
 }
 
 /// How many idempotency keys are remembered.
@@ -104,7 +134,8 @@ impl IdempotencyStore {
     }
 }
 
-/// Messages to the engine thread.
+/// Messages to the daemon's log writer, which logs what needs logging and
+/// passes everything on to the engine thread in the same order.
 #[derive(Debug)]
 pub enum EngineMsg {
     Batch(Batch),
@@ -116,6 +147,9 @@ pub enum EngineMsg {
     /// Wall-clock tick for idle advance (the engine thread compares it with
     /// the time of the last accepted event).
     Tick(EventTime),
+    /// From the engine thread: advance the watermark to this instant for
+    /// idleness. Logged first, then evaluated in log order.
+    IdleAdvance(EventTime),
 }
 
 /// What every source needs to decode and hand over events.
