@@ -24,7 +24,7 @@ use crate::metrics::{AlertLabels, ChannelLabel, RuleLabel};
 use crate::outbox::Outbox;
 use crate::pipeline::Pipeline;
 use crate::source::FileOffset;
-use crate::source::{EngineMsg, now};
+use crate::source::{Backlog, EngineMsg, now};
 
 /// Settings of the engine thread.
 pub struct EngineSettings {
@@ -78,6 +78,18 @@ pub struct EngineLinks {
     /// To the log writer's input queue, for idle advances. Weak, so that the
     /// queue closes at shutdown once the sources are gone.
     pub requests: mpsc::WeakSender<EngineMsg>,
+    /// Events handed over and not yet evaluated; taken off here.
+    pub backlog: Arc<Backlog>,
+}
+
+/// Closes the backlog when the engine thread ends, even by a panic, so the
+/// log writer never waits for room that will not come.
+struct CloseOnDrop(Arc<Backlog>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 pub fn run(
@@ -97,6 +109,7 @@ pub fn run(
     let mut advance_pending = false;
     // LSN of the last evaluated record (checked against checkpoint markers).
     let mut evaluated: u64 = 0;
+    let _close = CloseOnDrop(links.backlog.clone());
     publish(&pipeline, &shared, &mut published);
     while let Ok(msg) = links.rx.recv() {
         match msg {
@@ -111,6 +124,7 @@ pub fn run(
                     offsets.insert(o.path.clone(), o);
                 }
                 let (mut accepted, mut late) = (0, 0);
+                let n = events.len();
                 for ev in events {
                     // The text is kept only for an event behind the
                     // watermark (the sequencer's "late"), not copied for all.
@@ -134,6 +148,7 @@ pub fn run(
                     shared.count_late(&source, late);
                 }
                 deliver(&mut alerts, &shared, &outbox);
+                links.backlog.take(n);
             }
             Logged::Watermark { lsn, to } => {
                 evaluated = lsn;

@@ -6,9 +6,11 @@
 //! thread over a second bounded queue. Logging and evaluation overlap; an
 //! acknowledgement never waits for the engine.
 //!
-//! Back-pressure: when the engine's queue is full this thread blocks on it,
-//! its own queue fills, and the sources see it (HTTP 503 + `Retry-After`,
-//! TCP and files stop reading).
+//! Back-pressure: the events handed to the engine and not yet evaluated
+//! are held under a budget ([`Backlog`]). While it is spent this thread
+//! waits, its own queue fills, TCP and file sources stop reading, and the
+//! HTTP source answers 503 + `Retry-After` (it checks the backlog itself,
+//! so an acknowledgement never waits behind a full engine queue).
 //!
 //! It paces checkpoints too: every `checkpoint_every` it syncs the log and
 //! sends a checkpoint marker at the next LSN; the engine, having evaluated
@@ -27,7 +29,7 @@ use tokio::sync::mpsc;
 
 use super::Shared;
 use super::engine_thread::Logged;
-use crate::source::EngineMsg;
+use crate::source::{Backlog, EngineMsg};
 use crate::wal::{Record, Wal};
 
 /// Messages taken at once: their log records share one write and one fsync.
@@ -50,6 +52,8 @@ pub struct LogLinks {
     pub tx: sync_mpsc::SyncSender<Logged>,
     /// From the engine thread: LSNs of written checkpoints.
     pub written: sync_mpsc::Receiver<u64>,
+    /// Events handed to the engine and not yet evaluated, under a budget.
+    pub backlog: Arc<Backlog>,
 }
 
 pub fn run(links: LogLinks, shared: Arc<Shared>, checkpoint_every: Duration, mut state: LogState) {
@@ -57,6 +61,7 @@ pub fn run(links: LogLinks, shared: Arc<Shared>, checkpoint_every: Duration, mut
         mut rx,
         tx,
         written,
+        backlog,
     } = links;
     let mut group: Vec<EngineMsg> = Vec::with_capacity(GROUP);
     let mut lsns: Vec<Option<u64>> = Vec::with_capacity(GROUP);
@@ -86,6 +91,15 @@ pub fn run(links: LogLinks, shared: Arc<Shared>, checkpoint_every: Duration, mut
             let Some(out) = logged(msg, lsn) else {
                 continue;
             };
+            if let Logged::Batch { events, .. } = &out {
+                // Wait while the engine is behind: this queue fills up and
+                // the sources feel it.
+                if !backlog.wait_for_room() {
+                    tracing::error!("The engine thread is gone; the log writer stops");
+                    return;
+                }
+                backlog.add(events.len());
+            }
             if tx.send(out).is_err() {
                 tracing::error!("The engine thread is gone; the log writer stops");
                 return;

@@ -28,8 +28,13 @@ use crate::source::{EngineMsg, Ingest, now};
 
 /// Capacity of the queue from the sources into the log writer, in batches.
 const LOG_QUEUE: usize = 256;
-/// Capacity of the queue from the log writer into the engine, in messages.
-const ENGINE_QUEUE: usize = 256;
+/// Capacity of the queue from the log writer into the engine, in messages;
+/// the events in it are bounded by [`ENGINE_BACKLOG`].
+const ENGINE_QUEUE: usize = 1024;
+/// Events logged (acknowledged) and not yet evaluated, at most: bounds the
+/// memory between the log writer and the engine, and how far ingest may run
+/// ahead of evaluation before HTTP answers 503.
+const ENGINE_BACKLOG: usize = 65_536;
 /// How many recent alerts `/v1/alerts` can show.
 const RECENT_ALERTS: usize = 10_000;
 
@@ -346,6 +351,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         previous_checkpoint_lsn,
     } = recovered.durable;
     let (logged_tx, logged_rx) = std::sync::mpsc::sync_channel(ENGINE_QUEUE);
+    let backlog = Arc::new(crate::source::Backlog::new(ENGINE_BACKLOG));
     let (written_tx, written_rx) = std::sync::mpsc::channel();
     let engine = {
         let shared = shared.clone();
@@ -354,6 +360,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             rx: logged_rx,
             written: written_tx,
             requests: tx.downgrade(),
+            backlog: backlog.clone(),
         };
         std::thread::Builder::new()
             .name("tocsin-engine".into())
@@ -367,6 +374,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             rx,
             tx: logged_tx,
             written: written_rx,
+            backlog: backlog.clone(),
         };
         let state = log_writer::LogState {
             wal,
@@ -384,6 +392,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         max_future_ms: config.events.max_future.0,
         metrics: metrics.clone(),
         tx: tx.clone(),
+        backlog,
         rejects: shared.rejects.clone(),
     };
     drop(tx);

@@ -1,8 +1,8 @@
 //! `POST /v1/events`: one JSON object, a JSON array of objects, or NDJSON.
 //! Answers 202 with per-item rejections once the accepted events are in
 //! the write-ahead log, 400 when none was accepted, 401 without the token,
-//! 413 over `max_body`, 503 with `Retry-After` while the log writer's queue
-//! is full (the engine's queue behind it being full too).
+//! 413 over `max_body`, 503 with `Retry-After` while the engine's backlog
+//! of logged events is over its budget or the log writer's queue is full.
 //! A retried request with the same `Idempotency-Key` gets the first answer.
 
 use std::sync::Arc;
@@ -169,6 +169,10 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
             );
         }
     };
+    // The engine is behind: refuse before spending time on decoding.
+    if src.ingest.backlog.full() {
+        return overloaded();
+    }
     let ndjson = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -201,15 +205,7 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
         let msg = EngineMsg::Batch(Batch::new("http", events, None, idempotent, Some(done)));
         match src.ingest.tx.try_send(msg) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                let mut r = error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "engine overloaded, retry later",
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return r;
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => return overloaded(),
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
             }
@@ -219,6 +215,18 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
         }
     }
     json_response(status, body)
+}
+
+/// 503 with `Retry-After`: the log writer's queue or the engine's backlog
+/// is full. Nothing of the request was taken.
+fn overloaded() -> Response {
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "engine overloaded, retry later",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {

@@ -11,6 +11,7 @@ pub mod serve;
 pub mod tcp;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
@@ -152,6 +153,80 @@ pub enum EngineMsg {
     IdleAdvance(EventTime),
 }
 
+/// Events acknowledged (logged) and not yet evaluated by the engine, held
+/// under a budget: this bounds the memory of the queue behind the log
+/// writer, and how far acknowledgements may run ahead of evaluation. The
+/// log writer adds a batch's events before handing it over and waits while
+/// the budget is spent (so its own queue fills and TCP and file sources
+/// stop reading); the engine takes them off once evaluated; the HTTP
+/// source answers 503 + `Retry-After` while the budget is spent.
+#[derive(Debug)]
+pub struct Backlog {
+    queued: AtomicUsize,
+    budget: usize,
+    /// Set when the engine is gone: nobody waits for room any more.
+    closed: AtomicBool,
+    lock: std::sync::Mutex<()>,
+    room: std::sync::Condvar,
+}
+
+impl Backlog {
+    pub fn new(budget: usize) -> Self {
+        Backlog {
+            queued: AtomicUsize::new(0),
+            budget: budget.max(1),
+            closed: AtomicBool::new(false),
+            lock: std::sync::Mutex::new(()),
+            room: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Whether the budget is spent (the engine is behind).
+    pub fn full(&self) -> bool {
+        self.queued.load(Ordering::Acquire) >= self.budget
+    }
+
+    /// Events queued for the engine now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Blocks while the budget is spent; `false` once the engine is gone.
+    pub fn wait_for_room(&self) -> bool {
+        let mut g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        while self.full() && !self.closed.load(Ordering::Acquire) {
+            // The timeout only guards against a missed wake-up.
+            g = self
+                .room
+                .wait_timeout(g, std::time::Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        !self.closed.load(Ordering::Acquire)
+    }
+
+    /// `n` events were handed to the engine.
+    pub fn add(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// `n` events were evaluated.
+    pub fn take(&self, n: usize) {
+        let before = self.queued.fetch_sub(n, Ordering::AcqRel);
+        if before >= self.budget && before - n < self.budget {
+            let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.room.notify_all();
+        }
+    }
+
+    /// The engine is gone: wake and release every waiter.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.room.notify_all();
+    }
+}
+
 /// What every source needs to decode and hand over events.
 #[derive(Clone)]
 pub struct Ingest {
@@ -160,6 +235,8 @@ pub struct Ingest {
     pub max_future_ms: i64,
     pub metrics: Arc<Metrics>,
     pub tx: mpsc::Sender<EngineMsg>,
+    /// Events waiting for the engine; HTTP answers 503 while it is full.
+    pub backlog: Arc<Backlog>,
     /// The last rejected inputs of each source, for the console.
     pub rejects: Arc<RejectSamples>,
 }
@@ -242,5 +319,44 @@ impl RejectSamples {
         g.get(source)
             .map(|q| q.iter().rev().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backlog;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_spent_backlog_blocks_until_the_engine_takes_events() {
+        let b = Arc::new(Backlog::new(10));
+        b.add(10);
+        assert!(b.full());
+        let taker = {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(150));
+                b.take(4);
+            })
+        };
+        let started = Instant::now();
+        assert!(b.wait_for_room());
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert_eq!(b.queued(), 6);
+        assert!(!b.full());
+        taker.join().unwrap();
+    }
+
+    #[test]
+    fn a_closed_backlog_releases_its_waiter() {
+        let b = Arc::new(Backlog::new(1));
+        b.add(5);
+        let closer = {
+            let b = b.clone();
+            std::thread::spawn(move || b.close())
+        };
+        assert!(!b.wait_for_room());
+        closer.join().unwrap();
     }
 }
