@@ -3,7 +3,7 @@
 # `tocsin run`, wrk posting NDJSON batches, then the daemon's counters,
 # its peak RSS and the state directory size; the daemon is stopped.
 #
-#   benches/load/daemon-run.sh CONNECTIONS DURATION [MS_PER_EVENT]
+#   benches/load/daemon-run.sh CONNECTIONS DURATION [MS_PER_EVENT [RATE]]
 #   CONFIG=benches/load/daemon-ingest-only.yaml benches/load/daemon-run.sh 4 30s
 #
 # Environment (all optional):
@@ -19,6 +19,8 @@
 # Needs wrk, curl and /tmp/tocsin-bench/mixed.ndjson
 # (python3 benches/gen_events.py --scenario mixed -n 1000000 > ...).
 # Keep CONNECTIONS x 1000 x MS_PER_EVENT under max_delay (2000 ms).
+# RATE: requests per second per connection (default 0: unpaced, closed
+# loop); a paced run measures acknowledgements below saturation.
 set -e
 cd "$(dirname "$0")/../.."
 D=${BENCH:-/tmp/tocsin-bench}
@@ -34,7 +36,7 @@ sed -e "s#^rules: .*#rules: $RULES#" -e "s#/tmp/tocsin-bench/state#$D/state#g" \
 PID=$!
 until curl -sf "127.0.0.1:$PORT/readyz" > /dev/null; do sleep 0.2; done
 wrk -t1 -c"$1" -d"$2" --latency -s benches/load/post_events.lua \
-    "http://127.0.0.1:$PORT/v1/events" -- /tmp/tocsin-bench/mixed.ndjson 1000 1 "${3:-0.25}"
+    "http://127.0.0.1:$PORT/v1/events" -- /tmp/tocsin-bench/mixed.ndjson 1000 1 "${3:-0.25}" "${4:-0}"
 curl -s "127.0.0.1:$PORT/metrics" \
     | grep -E '^tocsin_events_(received|late|rejected)_total|^tocsin_rule_keys' || true
 echo "daemon $(grep -E 'VmHWM' /proc/$PID/status | tr -s ' \t' ' ')"

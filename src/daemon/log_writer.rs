@@ -7,10 +7,11 @@
 //! acknowledgement never waits for the engine.
 //!
 //! Back-pressure: the events handed to the engine and not yet evaluated
-//! are held under a budget ([`Backlog`]). While it is spent this thread
-//! waits, its own queue fills, TCP and file sources stop reading, and the
-//! HTTP source answers 503 + `Retry-After` (it checks the backlog itself,
-//! so an acknowledgement never waits behind a full engine queue).
+//! are held under a budget ([`Backlog`]). While it is spent the HTTP source
+//! answers 503 + `Retry-After` and TCP and file sources stop reading, so
+//! what was admitted is logged and acknowledged without waiting for the
+//! engine; only at twice the budget does this thread wait (the hard bound
+//! on memory), and then its own queue fills.
 //!
 //! It paces checkpoints too: every `checkpoint_every` it syncs the log and
 //! sends a checkpoint marker at the next LSN; the engine, having evaluated
@@ -92,8 +93,8 @@ pub fn run(links: LogLinks, shared: Arc<Shared>, checkpoint_every: Duration, mut
                 continue;
             };
             if let Logged::Batch { events, .. } = &out {
-                // Wait while the engine is behind: this queue fills up and
-                // the sources feel it.
+                // At the hard mark, wait for the engine: this queue fills
+                // up and the sources feel it.
                 if !backlog.wait_for_room() {
                     tracing::error!("The engine thread is gone; the log writer stops");
                     return;

@@ -31,10 +31,12 @@ const LOG_QUEUE: usize = 256;
 /// Capacity of the queue from the log writer into the engine, in messages;
 /// the events in it are bounded by [`ENGINE_BACKLOG`].
 const ENGINE_QUEUE: usize = 1024;
-/// Events logged (acknowledged) and not yet evaluated, at most: bounds the
-/// memory between the log writer and the engine, and how far ingest may run
-/// ahead of evaluation before HTTP answers 503.
-const ENGINE_BACKLOG: usize = 65_536;
+/// Budget of events logged (acknowledged) and not yet evaluated: past it
+/// sources stop offering (HTTP 503); at twice it the log writer waits. It
+/// bounds the memory between the log writer and the engine and how far
+/// evaluation (and so alerts) may lag behind acknowledgements: about 0.2 s
+/// of the shipped rules' evaluation (docs/performance.md section 5).
+const ENGINE_BACKLOG: usize = 16_384;
 /// How many recent alerts `/v1/alerts` can show.
 const RECENT_ALERTS: usize = 10_000;
 

@@ -355,6 +355,12 @@ impl Out {
         tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => return Err(Stopped),
+            // The engine is behind: stop reading until it catches up.
+            () = self.ingest.backlog.until_room() => {}
+        }
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => return Err(Stopped),
             sent = self.ingest.tx.send(EngineMsg::Batch(batch)) => {
                 if sent.is_err() {
                     tracing::info!("Engine queue closed; file source stops");

@@ -23,6 +23,12 @@ use crate::wal::Idempotent;
 /// Default time a client has to send the whole request body.
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long a request waits for the engine's backlog to have room before
+/// it is answered 503: a short burst is absorbed, while a client that
+/// keeps offering more than the engine takes is told to back off instead
+/// of queueing without end (its acknowledgements would wait as long).
+pub const ADMIT_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 pub struct HttpSource {
     pub ingest: Ingest,
     pub token: Option<String>,
@@ -169,8 +175,13 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
             );
         }
     };
-    // The engine is behind: refuse before spending time on decoding.
-    if src.ingest.backlog.full() {
+    // The engine is behind: wait a little for it, then refuse before
+    // spending time on decoding.
+    if src.ingest.backlog.full()
+        && tokio::time::timeout(ADMIT_WAIT, src.ingest.backlog.until_room())
+            .await
+            .is_err()
+    {
         return overloaded();
     }
     let ndjson = headers

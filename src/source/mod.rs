@@ -155,11 +155,16 @@ pub enum EngineMsg {
 
 /// Events acknowledged (logged) and not yet evaluated by the engine, held
 /// under a budget: this bounds the memory of the queue behind the log
-/// writer, and how far acknowledgements may run ahead of evaluation. The
-/// log writer adds a batch's events before handing it over and waits while
-/// the budget is spent (so its own queue fills and TCP and file sources
-/// stop reading); the engine takes them off once evaluated; the HTTP
-/// source answers 503 + `Retry-After` while the budget is spent.
+/// writer, and how far acknowledgements may run ahead of evaluation.
+///
+/// Two marks: at the budget the sources stop offering (HTTP answers 503 +
+/// `Retry-After` before decoding, TCP and file sources wait before
+/// sending); at twice the budget the log writer itself waits before
+/// handing a batch over. Batches already admitted below the budget thus
+/// are logged and acknowledged without waiting for the engine; the log
+/// writer's wait is the hard bound on memory. The log writer adds a
+/// batch's events before handing it over, the engine takes them off once
+/// evaluated.
 #[derive(Debug)]
 pub struct Backlog {
     queued: AtomicUsize,
@@ -167,7 +172,10 @@ pub struct Backlog {
     /// Set when the engine is gone: nobody waits for room any more.
     closed: AtomicBool,
     lock: std::sync::Mutex<()>,
+    /// Wakes the log writer (below the hard mark).
     room: std::sync::Condvar,
+    /// Wakes waiting sources (below the budget).
+    sources: tokio::sync::Notify,
 }
 
 impl Backlog {
@@ -178,12 +186,18 @@ impl Backlog {
             closed: AtomicBool::new(false),
             lock: std::sync::Mutex::new(()),
             room: std::sync::Condvar::new(),
+            sources: tokio::sync::Notify::new(),
         }
     }
 
-    /// Whether the budget is spent (the engine is behind).
+    /// Whether the budget is spent (the engine is behind): sources stop.
     pub fn full(&self) -> bool {
         self.queued.load(Ordering::Acquire) >= self.budget
+    }
+
+    /// The hard mark, where the log writer waits.
+    fn hard(&self) -> usize {
+        self.budget.saturating_mul(2)
     }
 
     /// Events queued for the engine now.
@@ -191,10 +205,24 @@ impl Backlog {
         self.queued.load(Ordering::Acquire)
     }
 
-    /// Blocks while the budget is spent; `false` once the engine is gone.
+    /// Waits (async) until the budget has room or the engine is gone.
+    pub async fn until_room(&self) {
+        loop {
+            let woken = self.sources.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if !self.full() || self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            woken.await;
+        }
+    }
+
+    /// The log writer: blocks while the hard mark is reached; `false` once
+    /// the engine is gone.
     pub fn wait_for_room(&self) -> bool {
         let mut g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        while self.full() && !self.closed.load(Ordering::Acquire) {
+        while self.queued() >= self.hard() && !self.closed.load(Ordering::Acquire) {
             // The timeout only guards against a missed wake-up.
             g = self
                 .room
@@ -213,17 +241,24 @@ impl Backlog {
     /// `n` events were evaluated.
     pub fn take(&self, n: usize) {
         let before = self.queued.fetch_sub(n, Ordering::AcqRel);
-        if before >= self.budget && before - n < self.budget {
+        let after = before - n;
+        if before >= self.hard() && after < self.hard() {
             let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.room.notify_all();
+        }
+        if before >= self.budget && after < self.budget {
+            self.sources.notify_waiters();
         }
     }
 
     /// The engine is gone: wake and release every waiter.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        self.room.notify_all();
+        {
+            let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.room.notify_all();
+        }
+        self.sources.notify_waiters();
     }
 }
 
@@ -329,10 +364,12 @@ mod tests {
     use std::time::{Duration, Instant};
 
     #[test]
-    fn a_spent_backlog_blocks_until_the_engine_takes_events() {
-        let b = Arc::new(Backlog::new(10));
-        b.add(10);
+    fn the_log_writer_waits_at_twice_the_budget_until_the_engine_takes_events() {
+        let b = Arc::new(Backlog::new(5));
+        b.add(5);
         assert!(b.full());
+        assert!(b.wait_for_room(), "below the hard mark: no wait");
+        b.add(5);
         let taker = {
             let b = b.clone();
             std::thread::spawn(move || {
@@ -344,8 +381,28 @@ mod tests {
         assert!(b.wait_for_room());
         assert!(started.elapsed() >= Duration::from_millis(100));
         assert_eq!(b.queued(), 6);
-        assert!(!b.full());
+        assert!(b.full(), "still over the budget: sources keep waiting");
         taker.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn sources_wait_until_the_backlog_is_below_its_budget() {
+        let b = Arc::new(Backlog::new(10));
+        b.add(12);
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.until_room().await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        b.take(2);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "10 queued: still at the budget");
+        b.take(1);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken below the budget")
+            .unwrap();
     }
 
     #[test]

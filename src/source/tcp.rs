@@ -122,6 +122,8 @@ fn decode_into(ingest: &Ingest, line: &[u8], events: &mut Vec<crate::event::Even
 
 /// Hands a batch to the log writer and waits until it is logged.
 async fn send(ingest: &Ingest, events: &mut Vec<crate::event::Event>) -> bool {
+    // The engine is behind: hold this connection (it is not read meanwhile).
+    ingest.backlog.until_room().await;
     ingest.metrics.received("tcp", events.len() as u64);
     let (done, wait) = oneshot::channel();
     let batch = Batch::new("tcp", std::mem::take(events), None, None, Some(done));
