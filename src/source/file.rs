@@ -451,7 +451,7 @@ impl Out {
             let mut consumed = 0;
             while consumed < n {
                 let rest = &buf[consumed..n];
-                match rest.iter().position(|&c| c == b'\n') {
+                match super::find_newline(rest) {
                     Some(nl) => {
                         if !t.skipping {
                             if t.line.len() + nl > self.max_line {

@@ -101,10 +101,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// counted), array elements, or the one object.
 pub fn split_body<'b>(body: &'b [u8], ndjson: bool) -> Vec<(usize, &'b [u8])> {
     let lines = |b: &'b [u8]| -> Vec<(usize, &'b [u8])> {
-        let mut v: Vec<(usize, &[u8])> = b.split(|&c| c == b'\n').enumerate().collect();
+        let mut v: Vec<(usize, &[u8])> = Vec::with_capacity(b.len() / 128 + 1);
+        let mut rest = b;
+        while let Some(nl) = super::find_newline(rest) {
+            v.push((v.len(), &rest[..nl]));
+            rest = &rest[nl + 1..];
+        }
         // A final line ending does not start another line.
-        if v.last().is_some_and(|(_, l)| l.is_empty()) {
-            v.pop();
+        if !rest.is_empty() {
+            v.push((v.len(), rest));
         }
         v
     };
@@ -274,6 +279,25 @@ mod tests {
                 (2, "{\"b\":2}".into())
             ]
         );
+    }
+
+    #[test]
+    fn lines_of_every_length_split_like_a_plain_split() {
+        // Line ends at every offset of the word-at-a-time search.
+        for len in 0..40 {
+            let line = "x".repeat(len);
+            let body = format!("{line}\n\n{line}\n{line}");
+            let want: Vec<(usize, String)> = body
+                .split('\n')
+                .enumerate()
+                .filter(|(i, l)| !(*i == 3 && l.is_empty()))
+                .map(|(i, l)| (i, l.to_string()))
+                .collect();
+            assert_eq!(items(&body, true), want, "{len}");
+        }
+        assert_eq!(items("a\n", true), vec![(0, "a".into())]);
+        assert_eq!(items("\n", true), vec![(0, "".into())]);
+        assert!(items("", true).is_empty());
     }
 
     #[test]

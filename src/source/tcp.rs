@@ -74,7 +74,7 @@ async fn connection(
         let mut consumed = 0;
         while consumed < buf.len() && events.len() < BATCH {
             let rest = &buf[consumed..];
-            match rest.iter().position(|&c| c == b'\n') {
+            match super::find_newline(rest) {
                 Some(nl) => {
                     if !skipping {
                         if line.len() + nl > max_line {
