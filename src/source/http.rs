@@ -29,6 +29,11 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30)
 /// of queueing without end (its acknowledgements would wait as long).
 pub const ADMIT_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// Items decoded between yields to the runtime: a large body takes
+/// milliseconds to decode, and the other tasks of its worker (small
+/// requests, alert deliveries) should not wait for all of it.
+const YIELD_EVERY: usize = 128;
+
 pub struct HttpSource {
     pub ingest: Ingest,
     pub token: Option<String>,
@@ -194,9 +199,13 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("ndjson"));
     let at = now();
-    let mut events = Vec::new();
+    let items = split_body(&bytes, ndjson);
+    let mut events = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
-    for (index, item) in split_body(&bytes, ndjson) {
+    for (index, item) in items {
+        if index % YIELD_EVERY == YIELD_EVERY - 1 {
+            tokio::task::yield_now().await;
+        }
         match src.ingest.decode("http", item, at) {
             Ok(Some(ev)) => events.push(ev),
             Ok(None) => {}
