@@ -35,11 +35,19 @@ sed -e "s#^rules: .*#rules: $RULES#" -e "s#/tmp/tocsin-bench/state#$D/state#g" \
 "$TOCSIN" run -c "$D/daemon.yaml" > "$D/daemon.log" 2>&1 &
 PID=$!
 until curl -sf "127.0.0.1:$PORT/readyz" > /dev/null; do sleep 0.2; done
+# CPU seconds (user + system) the daemon has used so far.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$PID/stat"; }
+CPU0=$(cpu)
 wrk -t1 -c"$1" -d"$2" --latency -s benches/load/post_events.lua \
     "http://127.0.0.1:$PORT/v1/events" -- /tmp/tocsin-bench/mixed.ndjson 1000 1 "${3:-0.25}" "${4:-0}"
 curl -s "127.0.0.1:$PORT/metrics" \
     | grep -E '^tocsin_events_(received|late|rejected)_total|^tocsin_rule_keys' || true
 echo "daemon $(grep -E 'VmHWM' /proc/$PID/status | tr -s ' \t' ' ')"
+# CPU per received event: unlike events/s, not skewed by other processes
+# taking the cores (the load average of the machine is printed with it).
+RECEIVED=$(curl -s "127.0.0.1:$PORT/metrics" | awk '/^tocsin_events_received_total/ { n += $2 } END { print n + 0 }')
+awk -v a="$CPU0" -v b="$(cpu)" -v n="$RECEIVED" -v l="$(cut -d' ' -f1-3 /proc/loadavg)" \
+    'BEGIN { printf "daemon cpu: %.2f s for %d events, %.2f us/event (load average %s)\n", b - a, n, n ? (b - a) * 1e6 / n : 0, l }'
 du -sh "$D/state" | sed 's/^/state dir: /'
 kill $PID
 wait $PID || true

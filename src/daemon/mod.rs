@@ -34,9 +34,11 @@ const ENGINE_QUEUE: usize = 1024;
 /// Budget of events logged (acknowledged) and not yet evaluated: past it
 /// sources stop offering (HTTP 503); at twice it the log writer waits. It
 /// bounds the memory between the log writer and the engine and how far
-/// evaluation (and so alerts) may lag behind acknowledgements: about 0.2 s
-/// of the shipped rules' evaluation (docs/performance.md section 5).
-const ENGINE_BACKLOG: usize = 16_384;
+/// evaluation (and so alerts) may lag behind acknowledgements: ~45 ms of
+/// the shipped rules' evaluation, ~15 ms without rule work. 16k events
+/// gave 5x the ingest-to-alert p99 under saturating load and no more
+/// throughput (docs/performance.md section 5).
+const ENGINE_BACKLOG: usize = 4_096;
 /// How many recent alerts `/v1/alerts` can show.
 const RECENT_ALERTS: usize = 10_000;
 
