@@ -61,6 +61,10 @@ pub enum Logged {
     },
 }
 
+/// How long an idle advance may take to come back from the log before it
+/// is asked for again (its logging failed, or the queue dropped it).
+const ADVANCE_RETRY_MS: i64 = 5_000;
+
 /// Counters already published to Prometheus, per rule name.
 #[derive(Default, Clone, Copy)]
 struct Published {
@@ -105,8 +109,11 @@ pub fn run(
     let mut published: HashMap<String, Published> = HashMap::new();
     let mut last_view = Instant::now() - Duration::from_secs(10);
     let mut late_log = LateLog::new(settings.late_log.clone());
-    // An idle advance asked for and not yet back from the log.
-    let mut advance_pending = false;
+    // Wall time of an idle advance asked for and not yet back from the log.
+    // Only saves asking again every second: a request lost (not logged)
+    // is asked again after ADVANCE_RETRY, and a repeated advance is
+    // harmless (logged too, replayed in the same order).
+    let mut advance_asked: Option<EventTime> = None;
     // LSN of the last evaluated record (checked against checkpoint markers).
     let mut evaluated: u64 = 0;
     let _close = CloseOnDrop(links.backlog.clone());
@@ -152,23 +159,27 @@ pub fn run(
             }
             Logged::Watermark { lsn, to } => {
                 evaluated = lsn;
-                advance_pending = false;
+                advance_asked = None;
                 pipeline.advance(to, &mut alerts);
                 deliver(&mut alerts, &shared, &outbox);
             }
             Logged::Tick(wall) => {
                 if let Some(idle) = settings.idle_timeout_ms {
                     let target = wall.saturating_sub(settings.max_delay_ms);
-                    if !advance_pending
+                    let waiting = advance_asked.is_some_and(|at| {
+                        wall.millis().saturating_sub(at.millis()) < ADVANCE_RETRY_MS
+                    });
+                    if !waiting
                         && wall.millis().saturating_sub(last_accept.millis()) >= idle
                         && target > pipeline.watermark()
                     {
                         // Logged first (by the log writer), so recovery
                         // replays the same advance at the same place.
-                        advance_pending = links
+                        let asked = links
                             .requests
                             .upgrade()
                             .is_some_and(|tx| tx.try_send(EngineMsg::IdleAdvance(target)).is_ok());
+                        advance_asked = asked.then_some(wall);
                     }
                 }
                 let w = pipeline.watermark();

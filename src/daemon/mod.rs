@@ -97,7 +97,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
     pub default_notify: Vec<String>,
-    /// Taken at shutdown: the engine thread stops once every sender is gone.
+    /// The log writer's input queue. Taken at shutdown: the log writer
+    /// stops (after a last checkpoint) once every sender is gone, and the
+    /// engine thread after it.
     engine_tx: Mutex<Option<mpsc::Sender<EngineMsg>>>,
     /// Alert JSON texts, oldest first; `Arc` so readers copy pointers, not
     /// texts, while they hold the lock.
