@@ -77,6 +77,7 @@ fn start(cfg: FileSourceConfig, resume: Vec<FileOffset>) -> Source {
         max_future_ms: i64::MAX / 4,
         metrics: metrics.clone(),
         tx,
+        backlog: Arc::new(tocsin::source::Backlog::new(1 << 20)),
         rejects: Default::default(),
     };
     let shutdown = CancellationToken::new();

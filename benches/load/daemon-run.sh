@@ -3,24 +3,51 @@
 # `tocsin run`, wrk posting NDJSON batches, then the daemon's counters,
 # its peak RSS and the state directory size; the daemon is stopped.
 #
-#   benches/load/daemon-run.sh CONNECTIONS DURATION [MS_PER_EVENT]
+#   benches/load/daemon-run.sh CONNECTIONS DURATION [MS_PER_EVENT [RATE]]
 #   CONFIG=benches/load/daemon-ingest-only.yaml benches/load/daemon-run.sh 4 30s
 #
-# Needs target/release/tocsin, wrk, curl and /tmp/tocsin-bench/mixed.ndjson
+# Environment (all optional):
+#   CONFIG   the daemon config (default benches/load/daemon.yaml)
+#   TOCSIN   the binary (default $CARGO_TARGET_DIR/release/tocsin, else
+#            target/release/tocsin)
+#   BENCH    the scratch directory (default /tmp/tocsin-bench): state in
+#            $BENCH/state, daemon log in $BENCH/daemon.log
+#   PORT     the daemon's HTTP port (default 18080)
+# The config is copied with its state_dir, port and rules path rewritten,
+# so runs with other BENCH/PORT values do not collide.
+#
+# Needs wrk, curl and /tmp/tocsin-bench/mixed.ndjson
 # (python3 benches/gen_events.py --scenario mixed -n 1000000 > ...).
 # Keep CONNECTIONS x 1000 x MS_PER_EVENT under max_delay (2000 ms).
+# RATE: requests per second per connection (default 0: unpaced, closed
+# loop); a paced run measures acknowledgements below saturation.
 set -e
 cd "$(dirname "$0")/../.."
-D=/tmp/tocsin-bench
-rm -rf $D/state && mkdir -p $D/state
-target/release/tocsin run -c "${CONFIG:-benches/load/daemon.yaml}" > $D/daemon.log 2>&1 &
+D=${BENCH:-/tmp/tocsin-bench}
+PORT=${PORT:-18080}
+CONFIG=${CONFIG:-benches/load/daemon.yaml}
+TOCSIN=${TOCSIN:-${CARGO_TARGET_DIR:-target}/release/tocsin}
+rm -rf "$D/state" && mkdir -p "$D/state"
+RULES=$(sed -n 's/^rules: *//p' "$CONFIG")
+RULES=$(realpath "$(dirname "$CONFIG")/$RULES")
+sed -e "s#^rules: .*#rules: $RULES#" -e "s#/tmp/tocsin-bench/state#$D/state#g" \
+    -e "s#127.0.0.1:18080#127.0.0.1:$PORT#g" "$CONFIG" > "$D/daemon.yaml"
+"$TOCSIN" run -c "$D/daemon.yaml" > "$D/daemon.log" 2>&1 &
 PID=$!
-until curl -sf 127.0.0.1:18080/readyz > /dev/null; do sleep 0.2; done
+until curl -sf "127.0.0.1:$PORT/readyz" > /dev/null; do sleep 0.2; done
+# CPU seconds (user + system) the daemon has used so far.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$PID/stat"; }
+CPU0=$(cpu)
 wrk -t1 -c"$1" -d"$2" --latency -s benches/load/post_events.lua \
-    http://127.0.0.1:18080/v1/events -- $D/mixed.ndjson 1000 1 "${3:-0.25}"
-curl -s 127.0.0.1:18080/metrics \
+    "http://127.0.0.1:$PORT/v1/events" -- /tmp/tocsin-bench/mixed.ndjson 1000 1 "${3:-0.25}" "${4:-0}"
+curl -s "127.0.0.1:$PORT/metrics" \
     | grep -E '^tocsin_events_(received|late|rejected)_total|^tocsin_rule_keys' || true
 echo "daemon $(grep -E 'VmHWM' /proc/$PID/status | tr -s ' \t' ' ')"
-du -sh $D/state | sed 's/^/state dir: /'
+# CPU per received event: unlike events/s, not skewed by other processes
+# taking the cores (the load average of the machine is printed with it).
+RECEIVED=$(curl -s "127.0.0.1:$PORT/metrics" | awk '/^tocsin_events_received_total/ { n += $2 } END { print n + 0 }')
+awk -v a="$CPU0" -v b="$(cpu)" -v n="$RECEIVED" -v l="$(cut -d' ' -f1-3 /proc/loadavg)" \
+    'BEGIN { printf "daemon cpu: %.2f s for %d events, %.2f us/event (load average %s)\n", b - a, n, n ? (b - a) * 1e6 / n : 0, l }'
+du -sh "$D/state" | sed 's/^/state dir: /'
 kill $PID
 wait $PID || true

@@ -10,7 +10,11 @@
 --   3. wrk's thread count, -t (default 1);
 --   4. milliseconds of event time per event (default 0.25: 40 times denser
 --      than the generator's 10 ms, so per-key rates are 40x the replay
---      figures).
+--      figures);
+--   5. requests per second per connection (default 0: as fast as answers
+--      come). With a rate, each connection waits 1000/rate ms after an
+--      answer before its next request (wrk's delay()), so the offered load
+--      is at most connections x rate x events per request.
 --
 -- Requests in flight at once span connections x events x ms_per_event of
 -- event time; keep that under the daemon's max_delay (2 s) or events
@@ -38,6 +42,8 @@ function init(args)
    per = tonumber(args[2] or "1000")
    nthreads = tonumber(args[3] or "1")
    ms_per_event = tonumber(args[4] or "0.25")
+   local rate = tonumber(args[5] or "0")
+   pause = rate > 0 and 1000 / rate or nil
    templates = {}
    local f = assert(io.open(path, "r"))
    for line in f:lines() do
@@ -67,6 +73,10 @@ function init(args)
    r = 0
    wrk.method = "POST"
    wrk.headers["Content-Type"] = "application/x-ndjson"
+end
+
+function delay()
+   return pause or 0
 end
 
 function request()

@@ -1,36 +1,69 @@
-//! The engine thread: the only owner of the [`Pipeline`]. It takes batches,
-//! idle ticks and reloads from one bounded queue, feeds the pipeline, hands
-//! alerts to the outbox and publishes counters. Synchronous by design.
+//! The engine thread: the only owner of the [`Pipeline`]. It takes what the
+//! log writer has logged ([`Logged`]: batches and idle advances with their
+//! LSNs, ticks, reloads, checkpoint markers) from one bounded queue, in log
+//! order, feeds the pipeline, hands alerts to the outbox and publishes
+//! counters. Synchronous by design.
+//!
+//! Invariant: a checkpoint written for a marker at LSN `L` covers exactly the
+//! records before `L`: the queue keeps log order, so every one of them has
+//! been evaluated and none after it.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::mpsc as sync_mpsc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
 use crate::alert::Alert;
 use crate::checkpoint::{self, Checkpoint};
-use crate::event::EventTime;
+use crate::event::{Event, EventTime};
 use crate::metrics::{AlertLabels, ChannelLabel, RuleLabel};
 use crate::outbox::Outbox;
 use crate::pipeline::Pipeline;
 use crate::source::FileOffset;
-use crate::source::{EngineMsg, now};
-use crate::wal::{Record, Wal, encode_batch};
+use crate::source::{Backlog, EngineMsg, now};
 
 /// Settings of the engine thread.
 pub struct EngineSettings {
     pub max_delay_ms: i64,
     pub idle_timeout_ms: Option<i64>,
     pub late_log: Option<std::path::PathBuf>,
-    pub checkpoint_every: Duration,
     pub state_dir: std::path::PathBuf,
 }
 
-/// Messages taken at once: their log records share one fsync (group commit).
-const GROUP: usize = 64;
+/// What the log writer passes on to the engine thread, in log order.
+#[derive(Debug)]
+pub enum Logged {
+    /// A batch, in the log (and synced as the policy says) at `lsn`.
+    Batch {
+        lsn: u64,
+        source: Arc<str>,
+        events: Vec<Event>,
+        offset: Option<FileOffset>,
+    },
+    /// An idle advance of the watermark, in the log at `lsn`.
+    Watermark {
+        lsn: u64,
+        to: EventTime,
+    },
+    Tick(EventTime),
+    Reload {
+        program: crate::lang::Program,
+        done: oneshot::Sender<()>,
+    },
+    /// Write a checkpoint covering every record before `lsn` (the log is
+    /// synced up to there); answer with `lsn` once it is written.
+    Checkpoint {
+        lsn: u64,
+    },
+}
+
+/// How long an idle advance may take to come back from the log before it
+/// is asked for again (its logging failed, or the queue dropped it).
+const ADVANCE_RETRY_MS: i64 = 5_000;
 
 /// Counters already published to Prometheus, per rule name.
 #[derive(Default, Clone, Copy)]
@@ -40,194 +73,190 @@ struct Published {
     throttled: u64,
 }
 
-/// What the engine thread owns besides the pipeline.
-pub struct Durable {
-    pub wal: Wal,
-    /// Position of each tailed file after its last logged line.
-    pub offsets: HashMap<String, FileOffset>,
-    /// LSN of the newest checkpoint before the last one. The log is cut only
-    /// behind it, so falling back to that checkpoint (when the newest is
-    /// corrupt) still finds every record it needs.
-    pub previous_checkpoint_lsn: u64,
+/// The engine thread's ends of its channels.
+pub struct EngineLinks {
+    /// From the log writer.
+    pub rx: sync_mpsc::Receiver<Logged>,
+    /// To the log writer: LSNs of written checkpoints (the log may be cut).
+    pub written: sync_mpsc::Sender<u64>,
+    /// To the log writer's input queue, for idle advances. Weak, so that the
+    /// queue closes at shutdown once the sources are gone.
+    pub requests: mpsc::WeakSender<EngineMsg>,
+    /// Events handed over and not yet evaluated; taken off here.
+    pub backlog: Arc<Backlog>,
+}
+
+/// Closes the backlog when the engine thread ends, even by a panic, so the
+/// log writer never waits for room that will not come.
+struct CloseOnDrop(Arc<Backlog>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 pub fn run(
     mut pipeline: Pipeline,
-    mut rx: mpsc::Receiver<EngineMsg>,
+    links: EngineLinks,
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
     settings: EngineSettings,
-    mut durable: Durable,
+    mut offsets: HashMap<String, FileOffset>,
 ) {
     let mut alerts: Vec<Alert> = Vec::new();
     let mut last_accept = now();
     let mut published: HashMap<String, Published> = HashMap::new();
     let mut last_view = Instant::now() - Duration::from_secs(10);
-    let mut last_checkpoint = Instant::now();
     let mut late_log = LateLog::new(settings.late_log.clone());
+    // Wall time of an idle advance asked for and not yet back from the log.
+    // Only saves asking again every second: a request lost (not logged)
+    // is asked again after ADVANCE_RETRY, and a repeated advance is
+    // harmless (logged too, replayed in the same order).
+    let mut advance_asked: Option<EventTime> = None;
+    // LSN of the last evaluated record (checked against checkpoint markers).
+    let mut evaluated: u64 = 0;
+    let _close = CloseOnDrop(links.backlog.clone());
     publish(&pipeline, &shared, &mut published);
-    let mut group: Vec<EngineMsg> = Vec::with_capacity(GROUP);
-    while let Some(first) = rx.blocking_recv() {
-        group.push(first);
-        while group.len() < GROUP {
-            match rx.try_recv() {
-                Ok(m) => group.push(m),
-                Err(_) => break,
-            }
-        }
-        // 1. Log every batch, then one sync for all of them.
-        let mut logged = vec![true; group.len()];
-        for (i, msg) in group.iter().enumerate() {
-            if let EngineMsg::Batch(b) = msg {
-                let r = durable.wal.append_with(|out| {
-                    encode_batch(
-                        out,
-                        &b.source,
-                        b.events.iter().map(|e| (e.time.0, &*e.raw)),
-                        b.offset.as_ref(),
-                        b.idempotent.as_ref(),
-                    )
-                });
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "Cannot write to the write-ahead log; refusing the batch");
-                    logged[i] = false;
+    while let Ok(msg) = links.rx.recv() {
+        match msg {
+            Logged::Batch {
+                lsn,
+                source,
+                events,
+                offset,
+            } => {
+                evaluated = lsn;
+                if let Some(o) = offset {
+                    offsets.insert(o.path.clone(), o);
                 }
-            }
-        }
-        if let Err(e) = durable.wal.sync() {
-            tracing::error!(error = %e, "Cannot sync the write-ahead log; refusing the batches");
-            logged.iter_mut().for_each(|l| *l = false);
-        }
-        // 2. Evaluate, in arrival order; acknowledge what is logged.
-        for (msg, ok) in group.drain(..).zip(logged) {
-            match msg {
-                EngineMsg::Batch(batch) => {
-                    if !ok {
-                        continue; // `done` dropped: the sender sees a failure.
-                    }
-                    if let Some(i) = &batch.idempotent {
-                        shared.idempotency.insert(i);
-                    }
-                    if let Some(o) = &batch.offset {
-                        durable.offsets.insert(o.path.clone(), o.clone());
-                    }
-                    let mut accepted = 0;
-                    for ev in batch.events {
-                        let raw = ev.raw.clone();
-                        match pipeline.push(ev, &mut alerts) {
-                            Ok(()) => accepted += 1,
-                            Err(_) => {
-                                shared.metrics.events_late.inc();
-                                shared.count_late(&batch.source);
-                                late_log.write(&raw);
+                let (mut accepted, mut late) = (0, 0);
+                let n = events.len();
+                for ev in events {
+                    // The text is kept only for an event behind the
+                    // watermark (the sequencer's "late"), not copied for all.
+                    let late_raw = (late_log.is_on() && ev.time < pipeline.watermark())
+                        .then(|| ev.raw.clone());
+                    match pipeline.push(ev, &mut alerts) {
+                        Ok(()) => accepted += 1,
+                        Err(_) => {
+                            late += 1;
+                            if let Some(raw) = &late_raw {
+                                late_log.write(raw);
                             }
                         }
                     }
-                    if accepted > 0 {
-                        last_accept = now();
-                    }
-                    deliver(&mut alerts, &shared, &outbox);
-                    if let Some(done) = batch.done {
-                        let _ = done.send(());
+                }
+                if accepted > 0 {
+                    last_accept = now();
+                }
+                if late > 0 {
+                    shared.metrics.events_late.inc_by(late);
+                    shared.count_late(&source, late);
+                }
+                deliver(&mut alerts, &shared, &outbox);
+                links.backlog.take(n);
+            }
+            Logged::Watermark { lsn, to } => {
+                evaluated = lsn;
+                advance_asked = None;
+                pipeline.advance(to, &mut alerts);
+                deliver(&mut alerts, &shared, &outbox);
+            }
+            Logged::Tick(wall) => {
+                if let Some(idle) = settings.idle_timeout_ms {
+                    let target = wall.saturating_sub(settings.max_delay_ms);
+                    let waiting = advance_asked.is_some_and(|at| {
+                        wall.millis().saturating_sub(at.millis()) < ADVANCE_RETRY_MS
+                    });
+                    if !waiting
+                        && wall.millis().saturating_sub(last_accept.millis()) >= idle
+                        && target > pipeline.watermark()
+                    {
+                        // Logged first (by the log writer), so recovery
+                        // replays the same advance at the same place.
+                        let asked = links
+                            .requests
+                            .upgrade()
+                            .is_some_and(|tx| tx.try_send(EngineMsg::IdleAdvance(target)).is_ok());
+                        advance_asked = asked.then_some(wall);
                     }
                 }
-                EngineMsg::Tick(wall) => {
-                    if let Some(idle) = settings.idle_timeout_ms {
-                        let target = wall.saturating_sub(settings.max_delay_ms);
-                        if wall.millis().saturating_sub(last_accept.millis()) >= idle
-                            && target > pipeline.watermark()
-                        {
-                            // Logged first, so recovery replays the same advance.
-                            let logged = durable
-                                .wal
-                                .append(&Record::Watermark(target.0))
-                                .and_then(|_| durable.wal.sync_now());
-                            match logged {
-                                Ok(()) => {
-                                    pipeline.advance(target, &mut alerts);
-                                    deliver(&mut alerts, &shared, &outbox);
-                                }
-                                Err(e) => {
-                                    tracing::error!(error = %e, "Cannot log an idle advance; skipping it")
-                                }
-                            }
-                        }
-                    }
-                    let w = pipeline.watermark();
-                    if w > EventTime::MIN {
-                        let lag = (wall.millis().saturating_sub(w.millis())) as f64 / 1000.0;
-                        shared.metrics.watermark_lag_seconds.set(lag);
-                    }
-                    for (channel, n) in outbox.pending() {
-                        shared
-                            .metrics
-                            .outbox_pending
-                            .get_or_create(&ChannelLabel { channel })
-                            .set(i64::try_from(n).unwrap_or(i64::MAX));
-                    }
-                    late_log.flush();
+                let w = pipeline.watermark();
+                if w > EventTime::MIN {
+                    let lag = (wall.millis().saturating_sub(w.millis())) as f64 / 1000.0;
+                    shared.metrics.watermark_lag_seconds.set(lag);
                 }
-                EngineMsg::Reload { program, done } => {
-                    pipeline.reload(&program);
-                    tracing::info!(rules = program.rules.len(), "Rules reloaded");
-                    last_view = Instant::now() - Duration::from_secs(10);
-                    let _ = done.send(());
+                for (channel, n) in outbox.pending() {
+                    shared
+                        .metrics
+                        .outbox_pending
+                        .get_or_create(&ChannelLabel { channel })
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
                 }
+                late_log.flush();
+            }
+            Logged::Reload { program, done } => {
+                pipeline.reload(&program);
+                tracing::info!(rules = program.rules.len(), "Rules reloaded");
+                last_view = Instant::now() - Duration::from_secs(10);
+                let _ = done.send(());
+            }
+            Logged::Checkpoint { lsn } => {
+                debug_assert!(evaluated < lsn, "a checkpoint marker out of log order");
+                if checkpoint(&pipeline, &shared, &outbox, &settings, lsn, &offsets) {
+                    let _ = links.written.send(lsn);
+                }
+                publish(&pipeline, &shared, &mut published);
+                last_view = Instant::now();
             }
         }
         if last_view.elapsed() >= Duration::from_millis(200) {
             publish(&pipeline, &shared, &mut published);
             last_view = Instant::now();
         }
-        if last_checkpoint.elapsed() >= settings.checkpoint_every {
-            checkpoint(&pipeline, &shared, &outbox, &settings, &mut durable);
-            last_checkpoint = Instant::now();
-        }
     }
-    // The queue closed: every source has stopped.
-    checkpoint(&pipeline, &shared, &outbox, &settings, &mut durable);
+    // The queue closed: the log writer has stopped (after a last checkpoint).
     publish(&pipeline, &shared, &mut published);
     late_log.flush();
     tracing::info!("Engine stopped");
 }
 
-/// Writes a checkpoint covering everything logged so far, then drops the
-/// log segments it covers. Alerts are made durable in the outbox first.
-pub fn checkpoint(
+/// Writes a checkpoint covering the log records before `lsn` (all evaluated,
+/// all synced). Alerts are made durable in the outbox first. Says whether
+/// it was written.
+fn checkpoint(
     pipeline: &Pipeline,
     shared: &Shared,
     outbox: &Outbox,
     settings: &EngineSettings,
-    durable: &mut Durable,
-) {
+    lsn: u64,
+    offsets: &HashMap<String, FileOffset>,
+) -> bool {
     let started = Instant::now();
-    if let Err(e) = durable
-        .wal
-        .sync_now()
-        .map_err(|e| e.to_string())
-        .and_then(|()| outbox.sync().map_err(|e| e.to_string()))
-    {
-        tracing::error!(error = %e, "Cannot sync before a checkpoint; skipping it");
-        return;
+    if let Err(e) = outbox.sync() {
+        tracing::error!(error = %e, "Cannot sync the outbox before a checkpoint; skipping it");
+        return false;
     }
-    let lsn = durable.wal.next_lsn();
     let cp = Checkpoint {
         lsn,
         written_at: now().0,
         pipeline: pipeline.snapshot(),
-        file_offsets: durable.offsets.values().map(Into::into).collect(),
+        file_offsets: offsets.values().map(Into::into).collect(),
         idempotency: shared.idempotency.list().iter().map(Into::into).collect(),
     };
     match checkpoint::write(&settings.state_dir, &cp) {
         Ok(path) => {
-            durable.wal.truncate_before(durable.previous_checkpoint_lsn);
-            durable.previous_checkpoint_lsn = lsn;
             let secs = started.elapsed().as_secs_f64();
             shared.metrics.checkpoint_seconds.set(secs);
             shared.set_last_checkpoint(cp.written_at);
             tracing::debug!(path = %path.display(), lsn, seconds = secs, "Checkpoint written");
+            true
         }
-        Err(e) => tracing::error!(error = %e, "Checkpoint failed; the log is kept"),
+        Err(e) => {
+            tracing::error!(error = %e, "Checkpoint failed; the log is kept");
+            false
+        }
     }
 }
 
@@ -321,6 +350,10 @@ impl LateLog {
             file: None,
             written: 0,
         }
+    }
+
+    fn is_on(&self) -> bool {
+        self.path.is_some()
     }
 
     fn write(&mut self, raw: &str) {

@@ -1,9 +1,11 @@
-//! `tocsin run`: wires sources → engine thread → outbox → channels, the
+//! `tocsin run`: wires sources → log writer → engine thread → outbox →
+//! channels, the
 //! admin API, reload (SIGHUP, `POST /v1/reload`, file watcher), idle ticks
 //! and clean shutdown. Shutdown is passed in as a future, so tests and the
 //! CLI drive it alike.
 
 mod engine_thread;
+mod log_writer;
 mod recover;
 pub mod reload;
 
@@ -24,8 +26,19 @@ use crate::outbox::Outbox;
 use crate::pipeline::Pipeline;
 use crate::source::{EngineMsg, Ingest, now};
 
-/// Capacity of the queue into the engine, in batches.
-const ENGINE_QUEUE: usize = 256;
+/// Capacity of the queue from the sources into the log writer, in batches.
+const LOG_QUEUE: usize = 256;
+/// Capacity of the queue from the log writer into the engine, in messages;
+/// the events in it are bounded by [`ENGINE_BACKLOG`].
+const ENGINE_QUEUE: usize = 1024;
+/// Budget of events logged (acknowledged) and not yet evaluated: past it
+/// sources stop offering (HTTP 503); at twice it the log writer waits. It
+/// bounds the memory between the log writer and the engine and how far
+/// evaluation (and so alerts) may lag behind acknowledgements: ~45 ms of
+/// the shipped rules' evaluation, ~15 ms without rule work. 16k events
+/// gave 5x the ingest-to-alert p99 under saturating load and no more
+/// throughput (docs/performance.md section 5).
+const ENGINE_BACKLOG: usize = 4_096;
 /// How many recent alerts `/v1/alerts` can show.
 const RECENT_ALERTS: usize = 10_000;
 
@@ -84,7 +97,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
     pub default_notify: Vec<String>,
-    /// Taken at shutdown: the engine thread stops once every sender is gone.
+    /// The log writer's input queue. Taken at shutdown: the log writer
+    /// stops (after a last checkpoint) once every sender is gone, and the
+    /// engine thread after it.
     engine_tx: Mutex<Option<mpsc::Sender<EngineMsg>>>,
     /// Alert JSON texts, oldest first; `Arc` so readers copy pointers, not
     /// texts, while they hold the lock.
@@ -146,9 +161,14 @@ impl Shared {
         m.get(rule).copied()
     }
 
-    pub fn count_late(&self, source: &str) {
+    pub fn count_late(&self, source: &str, n: u64) {
         let mut m = self.late.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry(source.to_string()).or_default() += 1;
+        match m.get_mut(source) {
+            Some(c) => *c += n,
+            None => {
+                m.insert(source.to_string(), n);
+            }
+        }
     }
 
     pub fn late(&self, source: &str) -> u64 {
@@ -266,7 +286,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let cancel = CancellationToken::new();
     let delivery = outbox.start(cancel.child_token());
 
-    let (tx, rx) = mpsc::channel::<EngineMsg>(ENGINE_QUEUE);
+    let (tx, rx) = mpsc::channel::<EngineMsg>(LOG_QUEUE);
     let shared = Arc::new(Shared {
         default_notify: config.default_notify.clone(),
         config: config.clone(),
@@ -326,21 +346,50 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         max_delay_ms: config.events.max_delay.0,
         idle_timeout_ms: config.events.idle_timeout.0,
         late_log: config.late_events.clone(),
-        checkpoint_every: Duration::from_millis(
-            u64::try_from(config.durability.checkpoint_every.map_or(30_000, |d| d.0))
-                .unwrap_or(30_000),
-        ),
         state_dir: config.state_dir.clone(),
     };
-    let durable = recovered.durable;
+    let checkpoint_every = Duration::from_millis(
+        u64::try_from(config.durability.checkpoint_every.map_or(30_000, |d| d.0)).unwrap_or(30_000),
+    );
+    let recover::Durable {
+        wal,
+        offsets,
+        previous_checkpoint_lsn,
+    } = recovered.durable;
+    let (logged_tx, logged_rx) = std::sync::mpsc::sync_channel(ENGINE_QUEUE);
+    let backlog = Arc::new(crate::source::Backlog::new(ENGINE_BACKLOG));
+    let (written_tx, written_rx) = std::sync::mpsc::channel();
     let engine = {
         let shared = shared.clone();
         let outbox = outbox.clone();
+        let links = engine_thread::EngineLinks {
+            rx: logged_rx,
+            written: written_tx,
+            requests: tx.downgrade(),
+            backlog: backlog.clone(),
+        };
         std::thread::Builder::new()
             .name("tocsin-engine".into())
             .stack_size(64 << 20)
-            .spawn(move || engine_thread::run(pipeline, rx, shared, outbox, settings, durable))
+            .spawn(move || engine_thread::run(pipeline, links, shared, outbox, settings, offsets))
             .map_err(|e| StartError::Rules(format!("cannot start the engine thread: {e}")))?
+    };
+    let log_writer = {
+        let shared = shared.clone();
+        let links = log_writer::LogLinks {
+            rx,
+            tx: logged_tx,
+            written: written_rx,
+            backlog: backlog.clone(),
+        };
+        let state = log_writer::LogState {
+            wal,
+            previous_checkpoint_lsn,
+        };
+        std::thread::Builder::new()
+            .name("tocsin-log".into())
+            .spawn(move || log_writer::run(links, shared, checkpoint_every, state))
+            .map_err(|e| StartError::Rules(format!("cannot start the log writer thread: {e}")))?
     };
 
     let ingest = Ingest {
@@ -349,6 +398,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         max_future_ms: config.events.max_future.0,
         metrics: metrics.clone(),
         tx: tx.clone(),
+        backlog,
         rejects: shared.rejects.clone(),
     };
     drop(tx);
@@ -501,9 +551,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     shared.close_engine();
-    let joined = tokio::task::spawn_blocking(move || engine.join()).await;
-    if !matches!(joined, Ok(Ok(()))) {
-        tracing::error!("The engine thread ended abnormally");
+    let joined = tokio::task::spawn_blocking(move || (log_writer.join(), engine.join())).await;
+    match joined {
+        Ok((Ok(()), Ok(()))) => {}
+        _ => tracing::error!("The log writer or the engine thread ended abnormally"),
     }
     for d in delivery {
         let _ = d.await;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::Shared;
-use super::engine_thread::{Durable, deliver};
+use super::engine_thread::deliver;
 use crate::checkpoint;
 use crate::decode::{Decoded, Decoder};
 use crate::event::EventTime;
@@ -22,6 +22,16 @@ pub enum RecoverError {
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error(transparent)]
     Wal(#[from] crate::wal::WalError),
+}
+
+/// What the daemon's threads take over from recovery.
+pub struct Durable {
+    /// The log, opened after its last valid record (for the log writer).
+    pub wal: Wal,
+    /// Position of each tailed file after its last logged line.
+    pub offsets: HashMap<String, FileOffset>,
+    /// LSN of the checkpoint recovery started from (0 without one).
+    pub previous_checkpoint_lsn: u64,
 }
 
 /// What recovery found.

@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::io::{self, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use notify::event::{EventKind, ModifyKind};
@@ -346,13 +345,19 @@ impl Out {
     async fn send(&self, t: &Tailed, events: &mut Vec<Event>) -> Result<(), Stopped> {
         let n = events.len() as u64;
         let (done, taken) = oneshot::channel();
-        let batch = Batch {
-            source: Arc::from(SOURCE),
-            events: std::mem::take(events),
-            offset: Some(t.position()),
-            idempotent: None,
-            done: Some(done),
-        };
+        let batch = Batch::new(
+            SOURCE,
+            std::mem::take(events),
+            Some(t.position()),
+            None,
+            Some(done),
+        );
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => return Err(Stopped),
+            // The engine is behind: stop reading until it catches up.
+            () = self.ingest.backlog.until_room() => {}
+        }
         tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => return Err(Stopped),
@@ -446,7 +451,7 @@ impl Out {
             let mut consumed = 0;
             while consumed < n {
                 let rest = &buf[consumed..n];
-                match rest.iter().position(|&c| c == b'\n') {
+                match super::find_newline(rest) {
                     Some(nl) => {
                         if !t.skipping {
                             if t.line.len() + nl > self.max_line {

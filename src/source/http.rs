@@ -1,7 +1,8 @@
 //! `POST /v1/events`: one JSON object, a JSON array of objects, or NDJSON.
-//! Answers 202 with per-item rejections once the engine has taken the
-//! accepted events, 400 when none was accepted, 401 without the token, 413
-//! over `max_body`, 503 with `Retry-After` while the engine queue is full.
+//! Answers 202 with per-item rejections once the accepted events are in
+//! the write-ahead log, 400 when none was accepted, 401 without the token,
+//! 413 over `max_body`, 503 with `Retry-After` while the engine's backlog
+//! of logged events is over its budget or the log writer's queue is full.
 //! A retried request with the same `Idempotency-Key` gets the first answer.
 
 use std::sync::Arc;
@@ -21,6 +22,17 @@ use crate::wal::Idempotent;
 
 /// Default time a client has to send the whole request body.
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a request waits for the engine's backlog to have room before
+/// it is answered 503: a short burst is absorbed, while a client that
+/// keeps offering more than the engine takes is told to back off instead
+/// of queueing without end (its acknowledgements would wait as long).
+pub const ADMIT_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Items decoded between yields to the runtime: a large body takes
+/// milliseconds to decode, and the other tasks of its worker (small
+/// requests, alert deliveries) should not wait for all of it.
+const YIELD_EVERY: usize = 128;
 
 pub struct HttpSource {
     pub ingest: Ingest,
@@ -94,10 +106,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// counted), array elements, or the one object.
 pub fn split_body<'b>(body: &'b [u8], ndjson: bool) -> Vec<(usize, &'b [u8])> {
     let lines = |b: &'b [u8]| -> Vec<(usize, &'b [u8])> {
-        let mut v: Vec<(usize, &[u8])> = b.split(|&c| c == b'\n').enumerate().collect();
+        let mut v: Vec<(usize, &[u8])> = Vec::with_capacity(b.len() / 128 + 1);
+        let mut rest = b;
+        while let Some(nl) = super::find_newline(rest) {
+            v.push((v.len(), &rest[..nl]));
+            rest = &rest[nl + 1..];
+        }
         // A final line ending does not start another line.
-        if v.last().is_some_and(|(_, l)| l.is_empty()) {
-            v.pop();
+        if !rest.is_empty() {
+            v.push((v.len(), rest));
         }
         v
     };
@@ -168,14 +185,27 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
             );
         }
     };
+    // The engine is behind: wait a little for it, then refuse before
+    // spending time on decoding.
+    if src.ingest.backlog.full()
+        && tokio::time::timeout(ADMIT_WAIT, src.ingest.backlog.until_room())
+            .await
+            .is_err()
+    {
+        return overloaded();
+    }
     let ndjson = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("ndjson"));
     let at = now();
-    let mut events = Vec::new();
+    let items = split_body(&bytes, ndjson);
+    let mut events = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
-    for (index, item) in split_body(&bytes, ndjson) {
+    for (index, item) in items {
+        if index % YIELD_EVERY == YIELD_EVERY - 1 {
+            tokio::task::yield_now().await;
+        }
         match src.ingest.decode("http", item, at) {
             Ok(Some(ev)) => events.push(ev),
             Ok(None) => {}
@@ -192,28 +222,15 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
     if accepted > 0 {
         src.ingest.metrics.received("http", accepted as u64);
         let (done, wait) = oneshot::channel();
-        let msg = EngineMsg::Batch(Batch {
-            source: Arc::from("http"),
-            events,
-            offset: None,
-            idempotent: idem_key.map(|key| Idempotent {
-                key,
-                status: status.as_u16(),
-                body: body.clone(),
-            }),
-            done: Some(done),
+        let idempotent = idem_key.map(|key| Idempotent {
+            key,
+            status: status.as_u16(),
+            body: body.clone(),
         });
+        let msg = EngineMsg::Batch(Batch::new("http", events, None, idempotent, Some(done)));
         match src.ingest.tx.try_send(msg) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                let mut r = error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "engine overloaded, retry later",
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return r;
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => return overloaded(),
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
             }
@@ -223,6 +240,18 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
         }
     }
     json_response(status, body)
+}
+
+/// 503 with `Retry-After`: the log writer's queue or the engine's backlog
+/// is full. Nothing of the request was taken.
+fn overloaded() -> Response {
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "engine overloaded, retry later",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {
@@ -259,6 +288,25 @@ mod tests {
                 (2, "{\"b\":2}".into())
             ]
         );
+    }
+
+    #[test]
+    fn lines_of_every_length_split_like_a_plain_split() {
+        // Line ends at every offset of the word-at-a-time search.
+        for len in 0..40 {
+            let line = "x".repeat(len);
+            let body = format!("{line}\n\n{line}\n{line}");
+            let want: Vec<(usize, String)> = body
+                .split('\n')
+                .enumerate()
+                .filter(|(i, l)| !(*i == 3 && l.is_empty()))
+                .map(|(i, l)| (i, l.to_string()))
+                .collect();
+            assert_eq!(items(&body, true), want, "{len}");
+        }
+        assert_eq!(items("a\n", true), vec![(0, "a".into())]);
+        assert_eq!(items("\n", true), vec![(0, "".into())]);
+        assert!(items("", true).is_empty());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Sources: HTTP, TCP and tailed files. Each turns input into decoded
 //! events (decoding runs here, on the source's task, so it spreads over
-//! cores) and hands them to the engine in batches through one bounded
-//! queue. A batch is acknowledged once the engine has taken it.
+//! cores), encodes each batch's log record (so does that work too) and
+//! hands the batches to the daemon's log writer through one bounded queue.
+//! A batch is acknowledged once it is in the write-ahead log (synced as
+//! the fsync policy says); the engine evaluates it afterwards.
 
 pub mod file;
 pub mod http;
@@ -9,6 +11,7 @@ pub mod serve;
 pub mod tcp;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
@@ -24,6 +27,34 @@ pub fn now() -> EventTime {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     EventTime(ms)
+}
+
+/// The position of the first `\n` in `b`, eight bytes at a time (NDJSON
+/// bodies are split on every request; a byte-by-byte search showed in
+/// profiles).
+pub(crate) fn find_newline(b: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = LO * b'\n' as u64;
+    let mut chunks = b.chunks_exact(8);
+    let mut at = 0;
+    for c in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        let x = u64::from_le_bytes(word) ^ NL;
+        // The lowest set bit marks the first zero byte exactly (borrows
+        // only run towards higher bytes).
+        let zero = x.wrapping_sub(LO) & !x & HI;
+        if zero != 0 {
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == b'\n')
+        .map(|p| at + p)
 }
 
 /// A file source's position after a line: which file, how far.
@@ -46,9 +77,37 @@ pub struct Batch {
     /// For an HTTP request with an `Idempotency-Key`: the key and the answer
     /// the request gets, logged with the events.
     pub idempotent: Option<crate::wal::Idempotent>,
+    /// The batch's write-ahead log record, encoded by the source.
+    pub record: crate::wal::Encoded,
     /// Answered once the batch is in the write-ahead log (durable as the
-    /// fsync policy says) and taken by the engine.
+    /// fsync policy says); dropped unanswered when it could not be logged.
     pub done: Option<oneshot::Sender<()>>,
+}
+
+impl Batch {
+    /// A batch with its log record encoded from `events`.
+    pub fn new(
+        source: &str,
+        events: Vec<Event>,
+        offset: Option<FileOffset>,
+        idempotent: Option<crate::wal::Idempotent>,
+        done: Option<oneshot::Sender<()>>,
+    ) -> Self {
+        let record = crate::wal::Encoded::batch(
+            source,
+            events.iter().map(|e| (e.time.0, &*e.raw)),
+            offset.as_ref(),
+            idempotent.as_ref(),
+        );
+        Batch {
+            source: Arc::from(source),
+            events,
+            offset,
+            idempotent,
+            record,
+            done,
+        }
+    }
 }
 
 /// How many idempotency keys are remembered.
@@ -104,7 +163,8 @@ impl IdempotencyStore {
     }
 }
 
-/// Messages to the engine thread.
+/// Messages to the daemon's log writer, which logs what needs logging and
+/// passes everything on to the engine thread in the same order.
 #[derive(Debug)]
 pub enum EngineMsg {
     Batch(Batch),
@@ -116,6 +176,118 @@ pub enum EngineMsg {
     /// Wall-clock tick for idle advance (the engine thread compares it with
     /// the time of the last accepted event).
     Tick(EventTime),
+    /// From the engine thread: advance the watermark to this instant for
+    /// idleness. Logged first, then evaluated in log order.
+    IdleAdvance(EventTime),
+}
+
+/// Events acknowledged (logged) and not yet evaluated by the engine, held
+/// under a budget: this bounds the memory of the queue behind the log
+/// writer, and how far acknowledgements may run ahead of evaluation.
+///
+/// Two marks: at the budget the sources stop offering (HTTP answers 503 +
+/// `Retry-After` before decoding, TCP and file sources wait before
+/// sending); at twice the budget the log writer itself waits before
+/// handing a batch over. Batches already admitted below the budget thus
+/// are logged and acknowledged without waiting for the engine; the log
+/// writer's wait is the hard bound on memory. The log writer adds a
+/// batch's events before handing it over, the engine takes them off once
+/// evaluated.
+#[derive(Debug)]
+pub struct Backlog {
+    queued: AtomicUsize,
+    budget: usize,
+    /// Set when the engine is gone: nobody waits for room any more.
+    closed: AtomicBool,
+    lock: std::sync::Mutex<()>,
+    /// Wakes the log writer (below the hard mark).
+    room: std::sync::Condvar,
+    /// Wakes waiting sources (below the budget).
+    sources: tokio::sync::Notify,
+}
+
+impl Backlog {
+    pub fn new(budget: usize) -> Self {
+        Backlog {
+            queued: AtomicUsize::new(0),
+            budget: budget.max(1),
+            closed: AtomicBool::new(false),
+            lock: std::sync::Mutex::new(()),
+            room: std::sync::Condvar::new(),
+            sources: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Whether the budget is spent (the engine is behind): sources stop.
+    pub fn full(&self) -> bool {
+        self.queued.load(Ordering::Acquire) >= self.budget
+    }
+
+    /// The hard mark, where the log writer waits.
+    fn hard(&self) -> usize {
+        self.budget.saturating_mul(2)
+    }
+
+    /// Events queued for the engine now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Waits (async) until the budget has room or the engine is gone.
+    pub async fn until_room(&self) {
+        loop {
+            let woken = self.sources.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if !self.full() || self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            woken.await;
+        }
+    }
+
+    /// The log writer: blocks while the hard mark is reached; `false` once
+    /// the engine is gone.
+    pub fn wait_for_room(&self) -> bool {
+        let mut g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        while self.queued() >= self.hard() && !self.closed.load(Ordering::Acquire) {
+            // The timeout only guards against a missed wake-up.
+            g = self
+                .room
+                .wait_timeout(g, std::time::Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        !self.closed.load(Ordering::Acquire)
+    }
+
+    /// `n` events were handed to the engine.
+    pub fn add(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// `n` events were evaluated.
+    pub fn take(&self, n: usize) {
+        let before = self.queued.fetch_sub(n, Ordering::AcqRel);
+        let after = before - n;
+        if before >= self.hard() && after < self.hard() {
+            let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.room.notify_all();
+        }
+        if before >= self.budget && after < self.budget {
+            self.sources.notify_waiters();
+        }
+    }
+
+    /// The engine is gone: wake and release every waiter.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        {
+            let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.room.notify_all();
+        }
+        self.sources.notify_waiters();
+    }
 }
 
 /// What every source needs to decode and hand over events.
@@ -126,6 +298,8 @@ pub struct Ingest {
     pub max_future_ms: i64,
     pub metrics: Arc<Metrics>,
     pub tx: mpsc::Sender<EngineMsg>,
+    /// Events waiting for the engine; HTTP answers 503 while it is full.
+    pub backlog: Arc<Backlog>,
     /// The last rejected inputs of each source, for the console.
     pub rejects: Arc<RejectSamples>,
 }
@@ -208,5 +382,84 @@ impl RejectSamples {
         g.get(source)
             .map(|q| q.iter().rev().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backlog;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_log_writer_waits_at_twice_the_budget_until_the_engine_takes_events() {
+        let b = Arc::new(Backlog::new(5));
+        b.add(5);
+        assert!(b.full());
+        assert!(b.wait_for_room(), "below the hard mark: no wait");
+        b.add(5);
+        let taker = {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(150));
+                b.take(4);
+            })
+        };
+        let started = Instant::now();
+        assert!(b.wait_for_room());
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert_eq!(b.queued(), 6);
+        assert!(b.full(), "still over the budget: sources keep waiting");
+        taker.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn sources_wait_until_the_backlog_is_below_its_budget() {
+        let b = Arc::new(Backlog::new(10));
+        b.add(12);
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.until_room().await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        b.take(2);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "10 queued: still at the budget");
+        b.take(1);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken below the budget")
+            .unwrap();
+    }
+
+    #[test]
+    fn find_newline_agrees_with_a_plain_search() {
+        for len in 0..30 {
+            for nl in 0..=len {
+                let mut b = vec![b'a'; len];
+                // High bytes around, so a borrow could be mistaken for a match.
+                b.iter_mut().step_by(3).for_each(|c| *c = 0x8b);
+                if nl < len {
+                    b[nl] = b'\n';
+                    b[len - 1] = b'\n';
+                }
+                let want = b.iter().position(|&c| c == b'\n');
+                assert_eq!(super::find_newline(&b), want, "{len} {nl}");
+            }
+        }
+        assert_eq!(super::find_newline(b"\x0b\x0a"), Some(1));
+    }
+
+    #[test]
+    fn a_closed_backlog_releases_its_waiter() {
+        let b = Arc::new(Backlog::new(1));
+        b.add(5);
+        let closer = {
+            let b = b.clone();
+            std::thread::spawn(move || b.close())
+        };
+        assert!(!b.wait_for_room());
+        closer.join().unwrap();
     }
 }

@@ -1,9 +1,7 @@
 //! TCP source: newline-delimited JSON, one event per line. An over-long or
 //! undecodable line is rejected and counted; the connection stays open.
-//! The daemon never writes on it. Reading pauses while the engine has not
-//! taken the previous batch (back-pressure).
-
-use std::sync::Arc;
+//! The daemon never writes on it. Reading pauses until the previous batch
+//! is logged, and while the log writer's queue is full (back-pressure).
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -76,7 +74,7 @@ async fn connection(
         let mut consumed = 0;
         while consumed < buf.len() && events.len() < BATCH {
             let rest = &buf[consumed..];
-            match rest.iter().position(|&c| c == b'\n') {
+            match super::find_newline(rest) {
                 Some(nl) => {
                     if !skipping {
                         if line.len() + nl > max_line {
@@ -122,17 +120,13 @@ fn decode_into(ingest: &Ingest, line: &[u8], events: &mut Vec<crate::event::Even
     }
 }
 
-/// Hands a batch to the engine and waits until it is taken.
+/// Hands a batch to the log writer and waits until it is logged.
 async fn send(ingest: &Ingest, events: &mut Vec<crate::event::Event>) -> bool {
+    // The engine is behind: hold this connection (it is not read meanwhile).
+    ingest.backlog.until_room().await;
     ingest.metrics.received("tcp", events.len() as u64);
     let (done, wait) = oneshot::channel();
-    let batch = Batch {
-        source: Arc::from("tcp"),
-        events: std::mem::take(events),
-        offset: None,
-        idempotent: None,
-        done: Some(done),
-    };
+    let batch = Batch::new("tcp", std::mem::take(events), None, None, Some(done));
     if ingest.tx.send(EngineMsg::Batch(batch)).await.is_err() {
         return false;
     }

@@ -9,6 +9,10 @@
 //! detected by length and checksum and cut off at recovery. Segments wholly
 //! behind a checkpoint are deleted.
 //!
+//! Appends are buffered in the process and reach the file in one write per
+//! group of records ([`Wal::flush`], called by `sync`): the log writer
+//! appends a whole group, then syncs once (group commit).
+//!
 //! Invariant: LSNs are consecutive; a record is durable once `sync` returned
 //! (with `fsync: batch`).
 
@@ -19,12 +23,15 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use record::{Idempotent, Record, encode_batch};
+pub use record::{Encoded, Idempotent, Record, encode_batch};
 
 /// Segments are rolled over past this size.
 const SEGMENT_BYTES: u64 = 64 << 20;
 /// Largest record accepted when reading (a longer length field is corruption).
 const MAX_RECORD: u32 = 1 << 30;
+/// Capacity of the append buffer kept between groups (a larger one, grown
+/// by a huge group, is given back).
+const BUF_KEEP: usize = 8 << 20;
 
 /// Records to replay, with their LSNs, in order.
 pub type Replay = Vec<(u64, Record)>;
@@ -72,9 +79,15 @@ pub struct Wal {
     seg_bytes: u64,
     next_lsn: u64,
     policy: FsyncPolicy,
+    /// Appended records not yet written to the file (or `sync`ed).
     dirty: bool,
     last_sync: Instant,
+    /// Framed records appended since the last [`Wal::flush`]; reused, so a
+    /// group costs one write and no allocation once it has grown.
     buf: Vec<u8>,
+    /// `(next_lsn, seg_bytes)` as of the last successful write, to take a
+    /// failed group back.
+    flushed: (u64, u64),
 }
 
 fn segment_name(lsn: u64) -> String {
@@ -222,6 +235,7 @@ impl Wal {
                 dirty: false,
                 last_sync: Instant::now(),
                 buf: Vec::with_capacity(64 * 1024),
+                flushed: (next_lsn, size),
             },
             replay,
         ))
@@ -243,19 +257,75 @@ impl Wal {
             self.roll()?;
         }
         let lsn = self.next_lsn;
-        self.buf.clear();
+        let start = self.buf.len();
         self.buf.extend_from_slice(&[0u8; 8]);
         self.buf.extend_from_slice(&lsn.to_le_bytes());
         encode(&mut self.buf);
-        let len = u32::try_from(self.buf.len() - 8).unwrap_or(u32::MAX);
-        let crc = crc32fast::hash(&self.buf[8..]);
-        self.buf[..4].copy_from_slice(&len.to_le_bytes());
-        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
-        self.file.write_all(&self.buf).map_err(io_err(&self.path))?;
-        self.seg_bytes += self.buf.len() as u64;
+        let len = u32::try_from(self.buf.len() - start - 8).unwrap_or(u32::MAX);
+        let crc = crc32fast::hash(&self.buf[start + 8..]);
+        self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        self.appended(start);
+        Ok(lsn)
+    }
+
+    /// Appends a record encoded elsewhere ([`Encoded`]): only the frame
+    /// header is computed here; the payload's checksum is combined, not
+    /// recomputed.
+    pub fn append_encoded(&mut self, rec: &Encoded) -> Result<u64, WalError> {
+        if self.seg_bytes >= SEGMENT_BYTES {
+            self.roll()?;
+        }
+        let lsn = self.next_lsn;
+        let start = self.buf.len();
+        let len = u32::try_from(8 + rec.payload().len()).unwrap_or(u32::MAX);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&lsn.to_le_bytes());
+        crc.combine(&rec.crc());
+        self.buf.extend_from_slice(&len.to_le_bytes());
+        self.buf.extend_from_slice(&crc.finalize().to_le_bytes());
+        self.buf.extend_from_slice(&lsn.to_le_bytes());
+        self.buf.extend_from_slice(rec.payload());
+        self.appended(start);
+        Ok(lsn)
+    }
+
+    /// Book-keeping after a record was framed into `buf` from `start`.
+    fn appended(&mut self, start: usize) {
+        self.seg_bytes += (self.buf.len() - start) as u64;
         self.next_lsn += 1;
         self.dirty = true;
-        Ok(lsn)
+    }
+
+    /// Writes the buffered records to the file (one write for the group).
+    /// Acknowledging needs `sync`, which calls this first.
+    /// On a failed write the group is taken back whole: the file is cut to
+    /// its length before the write and the LSNs are reused, so a partial
+    /// record never sits in front of later, acknowledged ones.
+    pub fn flush(&mut self) -> Result<(), WalError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let r = self.file.write_all(&self.buf);
+        self.buf.clear();
+        if self.buf.capacity() > BUF_KEEP {
+            self.buf.shrink_to(BUF_KEEP);
+        }
+        match r {
+            Ok(()) => {
+                self.flushed = (self.next_lsn, self.seg_bytes);
+                Ok(())
+            }
+            Err(e) => {
+                let (lsn, bytes) = self.flushed;
+                if let Err(cut) = self.file.set_len(bytes) {
+                    tracing::error!(error = %cut, "Cannot cut a failed write off the write-ahead log");
+                }
+                self.next_lsn = lsn;
+                self.seg_bytes = bytes;
+                Err(io_err(&self.path)(e))
+            }
+        }
     }
 
     /// Makes appended records durable as the policy says; call before
@@ -266,6 +336,7 @@ impl Wal {
             FsyncPolicy::Interval => self.last_sync.elapsed() >= Duration::from_millis(100),
             FsyncPolicy::Off => false,
         };
+        self.flush()?;
         if self.dirty && due {
             self.file.sync_data().map_err(io_err(&self.path))?;
             self.dirty = false;
@@ -276,6 +347,7 @@ impl Wal {
 
     /// Forces appended records to disk whatever the policy (shutdown, checkpoint).
     pub fn sync_now(&mut self) -> Result<(), WalError> {
+        self.flush()?;
         if self.dirty {
             self.file.sync_data().map_err(io_err(&self.path))?;
             self.dirty = false;
@@ -294,6 +366,7 @@ impl Wal {
             .map_err(io_err(&path))?;
         self.path = path;
         self.seg_bytes = 0;
+        self.flushed = (self.next_lsn, 0);
         sync_dir(&self.dir);
         Ok(())
     }
@@ -338,6 +411,13 @@ impl Wal {
     }
 }
 
+impl Drop for Wal {
+    /// Buffered records reach the OS (not the disk) when the log is dropped.
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
 /// fsync of a directory, so a created or renamed file survives a crash.
 pub fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
@@ -375,6 +455,50 @@ mod tests {
         assert_eq!(replay.len(), 2);
         assert_eq!(replay[0], (2, Record::Watermark(77)));
         assert_eq!(replay[1], (3, batch(1)));
+    }
+
+    #[test]
+    fn a_record_encoded_elsewhere_is_framed_like_an_appended_one() {
+        let rec = batch(3);
+        let Record::Batch { source, events, .. } = &rec else {
+            unreachable!("batch() makes a batch")
+        };
+        let encoded = Encoded::batch(
+            source,
+            events.iter().map(|(t, r)| (*t, r.as_str())),
+            None,
+            None,
+        );
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let (mut wa, _) = Wal::open(a.path(), FsyncPolicy::Batch, 0).unwrap();
+        let (mut wb, _) = Wal::open(b.path(), FsyncPolicy::Batch, 0).unwrap();
+        for _ in 0..2 {
+            wa.append(&rec).unwrap();
+            wb.append_encoded(&encoded).unwrap();
+        }
+        wa.sync().unwrap();
+        wb.sync().unwrap();
+        assert_eq!(fs::read(&wa.path).unwrap(), fs::read(&wb.path).unwrap());
+        drop(wb);
+        let (_, replay) = Wal::open(b.path(), FsyncPolicy::Batch, 0).unwrap();
+        assert_eq!(replay, vec![(1, rec.clone()), (2, rec)]);
+    }
+
+    #[test]
+    fn appends_reach_the_file_only_when_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = Wal::open(dir.path(), FsyncPolicy::Off, 0).unwrap();
+        w.append(&batch(1)).unwrap();
+        w.append(&batch(2)).unwrap();
+        assert_eq!(w.len(), 0);
+        w.sync().unwrap(); // `off`: written, not fsynced
+        let written = w.len();
+        assert!(written > 0);
+        w.append(&Record::Watermark(1)).unwrap();
+        drop(w); // dropping writes what is buffered
+        let (_, replay) = Wal::open(dir.path(), FsyncPolicy::Off, 0).unwrap();
+        assert_eq!(replay.len(), 3);
     }
 
     #[test]

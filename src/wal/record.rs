@@ -74,6 +74,51 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A record payload encoded away from the log writer (on the source's
+/// task, which decodes the events anyway), with its checksum, so the log
+/// writer only frames and copies it.
+pub struct Encoded {
+    payload: Vec<u8>,
+    /// CRC-32 state of `payload` alone; the frame's checksum combines it
+    /// with the LSN's.
+    crc: crc32fast::Hasher,
+}
+
+impl Encoded {
+    /// A batch record of events `(time ms, input text)`.
+    pub fn batch<'e>(
+        source: &str,
+        events: impl ExactSizeIterator<Item = (i64, &'e str)> + Clone,
+        offset: Option<&FileOffset>,
+        idempotent: Option<&Idempotent>,
+    ) -> Self {
+        let size = events.clone().map(|(_, r)| r.len() + 12).sum::<usize>() + 64;
+        let mut payload = Vec::with_capacity(size);
+        encode_batch(&mut payload, source, events, offset, idempotent);
+        Encoded::new(payload)
+    }
+
+    pub fn new(payload: Vec<u8>) -> Self {
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&payload);
+        Encoded { payload, crc }
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    pub(super) fn crc(&self) -> crc32fast::Hasher {
+        self.crc.clone()
+    }
+}
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Encoded({} bytes)", self.payload.len())
+    }
+}
+
 /// Encodes a batch record without first copying the events into a [`Record`].
 pub fn encode_batch<'e>(
     out: &mut Vec<u8>,
