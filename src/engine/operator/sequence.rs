@@ -30,7 +30,15 @@ struct Entry {
     /// Release order within the rule: event order.
     seq: u64,
     ev: Arc<Event>,
+    /// Bit `s`: step `s` may use this event ([`fits`]), computed once when
+    /// it is buffered, so a search does not test it again for every match.
+    fits: Steps,
 }
+
+/// One bit per step (sequences have at most [`MAX_STEPS`] steps in this
+/// mask; steps beyond it are always tested).
+type Steps = u64;
+const MAX_STEPS: usize = 64;
 
 /// Events bound to one positive step, as buffer indexes during a search.
 #[derive(Debug, Clone)]
@@ -67,21 +75,33 @@ pub(crate) struct SequenceOp {
     positive: Vec<usize>,
     /// The trailing negated step, if the sequence ends with one.
     trailing: Option<usize>,
+    /// Per step: its condition reads earlier steps (tested during a search).
+    reads: Vec<bool>,
 }
 
 fn stream_ok(step: &Step, ev: &Event) -> bool {
     step.stream.as_deref().is_none_or(|s| s == ev.stream)
 }
 
-/// Whether `ev` may be bound by `step` (or, for a negated step, block a
-/// match): of its stream, and satisfying its condition when that condition
-/// reads no earlier step (one that does is decided during the search).
-fn may_use(step: &Step, ev: &Event) -> bool {
-    stream_ok(step, ev)
-        && step
-            .cond
-            .as_ref()
-            .is_none_or(|c| reads_steps(c) || test(c, &Ctx::event(&ev.fields)))
+/// The steps that may use `ev` (bind it, or for a negated step block a
+/// match): of their stream, and satisfying their condition when it reads no
+/// earlier step (one that does is tested during the search). Steps past
+/// [`MAX_STEPS`] count as fitting whenever the stream does. Zero: no step
+/// can use the event.
+fn fits(seq: &Sequence, reads: &[bool], ev: &Event) -> Steps {
+    let mut bits = 0;
+    for (i, step) in seq.steps.iter().enumerate() {
+        let ok = stream_ok(step, ev)
+            && (reads[i]
+                || step
+                    .cond
+                    .as_ref()
+                    .is_none_or(|c| test(c, &Ctx::event(&ev.fields))));
+        if ok {
+            bits |= 1 << i.min(MAX_STEPS - 1);
+        }
+    }
+    bits
 }
 
 impl SequenceOp {
@@ -97,6 +117,11 @@ impl SequenceOp {
             next_seq: 1,
             positive,
             trailing,
+            reads: seq
+                .steps
+                .iter()
+                .map(|s| s.cond.as_ref().is_some_and(reads_steps))
+                .collect(),
         }
     }
 
@@ -157,9 +182,11 @@ impl SequenceOp {
                 ..KeyState::default()
             };
             for (seq_no, ev) in &snap.buf {
+                let ev = ev.restore()?;
                 st.buf.push_back(Entry {
                     seq: *seq_no,
-                    ev: ev.restore()?,
+                    fits: fits(seq, &op.reads, &ev),
+                    ev,
                 });
             }
             for c in &snap.candidates {
@@ -193,7 +220,8 @@ impl SequenceOp {
         timers: &mut NewTimers,
     ) {
         // An event no step can use is neither buffered nor makes key state.
-        if !seq.steps.iter().any(|s| may_use(s, ev)) {
+        let fits = fits(seq, &self.reads, ev);
+        if fits == 0 {
             return;
         }
         let entry_seq = self.next_seq;
@@ -203,7 +231,15 @@ impl SequenceOp {
         // A negated event after `p` kills pending candidates (5.5).
         if let Some(neg) = self.trailing {
             let step = &seq.steps[neg];
-            if stream_ok(step, ev) {
+            let blocks = if neg < MAX_STEPS - 1 {
+                fits & (1 << neg) != 0
+            } else {
+                stream_ok(step, ev)
+            };
+            if blocks && !self.reads[neg] && neg < MAX_STEPS - 1 {
+                // The condition holds whatever the candidate bound.
+                st.candidates.retain(|c| ev.time > c.deadline);
+            } else if blocks {
                 st.candidates.retain(|c| {
                     if ev.time > c.deadline {
                         return true;
@@ -227,6 +263,7 @@ impl SequenceOp {
         st.buf.push_back(Entry {
             seq: entry_seq,
             ev: ev.clone(),
+            fits,
         });
 
         let last_pos = self.positive[self.positive.len() - 1];
@@ -238,6 +275,7 @@ impl SequenceOp {
                 end: buf.len() - 1,
                 lo_time,
                 pos: &self.positive,
+                reads: &self.reads,
                 binds: vec![None; seq.steps.len()],
             };
             if search.place(0, None) {
@@ -380,6 +418,8 @@ struct Search<'a> {
     /// `e.time - within`: the earliest time a match's first event may have.
     lo_time: EventTime,
     pos: &'a [usize],
+    /// Per step: its condition reads earlier steps.
+    reads: &'a [bool],
     binds: Vec<Option<Bind>>,
 }
 
@@ -410,13 +450,24 @@ impl Search<'_> {
     /// under the current bindings.
     fn qualifies(&self, s: usize, i: usize) -> bool {
         let step = &self.seq.steps[s];
-        let ev = &self.buf[i].ev;
+        let entry = &self.buf[i];
+        if s < MAX_STEPS - 1 {
+            // Stream and any condition without step references: decided
+            // when the event was buffered.
+            if entry.fits & (1 << s) == 0 {
+                return false;
+            }
+            if !self.reads[s] {
+                return true;
+            }
+        }
+        let ev = &entry.ev;
         if !stream_ok(step, ev) {
             return false;
         }
         match &step.cond {
             None => true,
-            Some(c) if !reads_steps(c) => test(c, &Ctx::event(&ev.fields)),
+            Some(c) if !self.reads[s] => test(c, &Ctx::event(&ev.fields)),
             Some(c) => {
                 let views = self.views();
                 test(
