@@ -13,6 +13,7 @@
 #   BENCH    the scratch directory (default /tmp/tocsin-bench): state in
 #            $BENCH/state, daemon log in $BENCH/daemon.log
 #   PORT     the daemon's HTTP port (default 18080)
+#   BATCH    events per request (default 1000)
 # The config is copied with its state_dir, port and rules path rewritten,
 # so runs with other BENCH/PORT values do not collide.
 #
@@ -39,7 +40,7 @@ until curl -sf "127.0.0.1:$PORT/readyz" > /dev/null; do sleep 0.2; done
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$PID/stat"; }
 CPU0=$(cpu)
 wrk -t1 -c"$1" -d"$2" --latency -s benches/load/post_events.lua \
-    "http://127.0.0.1:$PORT/v1/events" -- /tmp/tocsin-bench/mixed.ndjson 1000 1 "${3:-0.25}" "${4:-0}"
+    "http://127.0.0.1:$PORT/v1/events" -- /tmp/tocsin-bench/mixed.ndjson "${BATCH:-1000}" 1 "${3:-0.25}" "${4:-0}"
 curl -s "127.0.0.1:$PORT/metrics" \
     | grep -E '^tocsin_events_(received|late|rejected)_total|^tocsin_rule_keys' || true
 echo "daemon $(grep -E 'VmHWM' /proc/$PID/status | tr -s ' \t' ' ')"
