@@ -55,12 +55,23 @@ pub fn lookup<'v>(root: &'v Value, path: &[PathSeg]) -> Option<&'v Value> {
     let mut cur = root;
     for seg in path {
         cur = match (seg, cur) {
-            (PathSeg::Field(f), Value::Object(m)) => m.get(&**f)?,
+            (PathSeg::Field(f), Value::Object(m)) => member(m, f)?,
             (PathSeg::Index(i), Value::Array(a)) => a.get(*i)?,
             _ => return None,
         };
     }
     Some(cur)
+}
+
+/// A member of an object. Event objects are small: comparing the names in
+/// order (they sit in one vector) is cheaper than hashing the name with
+/// the map's SipHash, so larger objects alone use the hash index.
+fn member<'v>(m: &'v serde_json::Map<String, Value>, name: &str) -> Option<&'v Value> {
+    if m.len() <= 12 {
+        m.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v)
+    } else {
+        m.get(name)
+    }
 }
 
 fn num(v: f64) -> Value {
@@ -296,6 +307,30 @@ fn parse_json_number(s: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Small objects are searched by name in order, large ones through the
+    /// hash index: both find every member, and nothing else.
+    #[test]
+    fn lookup_in_small_and_large_objects() {
+        for n in [3usize, 12, 13, 40] {
+            let mut m = serde_json::Map::new();
+            for i in 0..n {
+                m.insert(format!("f{i}"), Value::from(i as u64));
+            }
+            let root = Value::Object(m);
+            for i in 0..n {
+                let path = [PathSeg::Field(format!("f{i}").into())];
+                assert_eq!(
+                    lookup(&root, &path),
+                    Some(&Value::from(i as u64)),
+                    "n={n} i={i}"
+                );
+            }
+            let missing = [PathSeg::Field("g".into())];
+            assert_eq!(lookup(&root, &missing), None, "n={n}");
+        }
+    }
+
     use super::*;
 
     #[test]
