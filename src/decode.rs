@@ -16,7 +16,7 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::event::time::{self, TimeError};
-use crate::event::{Event, EventTime, TimeUnit};
+use crate::event::{Event, EventTime, TimeUnit, json};
 
 /// What to do with an event whose time field is absent or `null`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -183,11 +183,11 @@ impl Decoder {
         let Value::Object(map) = &value else {
             return Err(RejectReason::NotObject);
         };
-        let stream = match map.get(&self.cfg.type_field) {
+        let stream = match json::member(map, &self.cfg.type_field) {
             Some(Value::String(s)) => s.clone(),
             _ => return Err(RejectReason::MissingType),
         };
-        let time = match map.get(&self.cfg.time_field) {
+        let time = match json::member(map, &self.cfg.time_field) {
             None | Some(Value::Null) => self.missing_time(arrival)?,
             Some(v) => match time::from_json(v, self.cfg.time_unit) {
                 Ok(t) => t,

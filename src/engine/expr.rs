@@ -55,23 +55,12 @@ pub fn lookup<'v>(root: &'v Value, path: &[PathSeg]) -> Option<&'v Value> {
     let mut cur = root;
     for seg in path {
         cur = match (seg, cur) {
-            (PathSeg::Field(f), Value::Object(m)) => member(m, f)?,
+            (PathSeg::Field(f), Value::Object(m)) => json::member(m, f)?,
             (PathSeg::Index(i), Value::Array(a)) => a.get(*i)?,
             _ => return None,
         };
     }
     Some(cur)
-}
-
-/// A member of an object. Event objects are small: comparing the names in
-/// order (they sit in one vector) is cheaper than hashing the name with
-/// the map's SipHash, so larger objects alone use the hash index.
-fn member<'v>(m: &'v serde_json::Map<String, Value>, name: &str) -> Option<&'v Value> {
-    if m.len() <= 12 {
-        m.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v)
-    } else {
-        m.get(name)
-    }
 }
 
 fn num(v: f64) -> Value {
