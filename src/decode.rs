@@ -179,7 +179,7 @@ impl Decoder {
         if raw.is_empty() {
             return Ok(None);
         }
-        let value: Value = serde_json::from_str(raw).map_err(|_| RejectReason::InvalidJson)?;
+        let Tree(value) = serde_json::from_str(raw).map_err(|_| RejectReason::InvalidJson)?;
         let Value::Object(map) = &value else {
             return Err(RejectReason::NotObject);
         };
@@ -211,9 +211,119 @@ impl Decoder {
     }
 }
 
+/// A JSON tree, built as `serde_json::Value`'s own deserializer builds it
+/// (same numbers, duplicate members: the last value at the first one's
+/// place) except that an object's members are collected first and the map
+/// is made at its final size, instead of growing (and rehashing) as members
+/// come. serde_json's depth limit still applies: it is the deserializer's.
+struct Tree(Value);
+
+impl<'de> serde::Deserialize<'de> for Tree {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TreeVisitor).map(Tree)
+    }
+}
+
+struct TreeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TreeVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Tree(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut members: Vec<(String, Value)> = Vec::new();
+        while let Some((k, Tree(v))) = access.next_entry::<String, Tree>()? {
+            members.push((k, v));
+        }
+        let mut map = serde_json::Map::with_capacity(members.len());
+        for (k, v) in members {
+            map.insert(k, v);
+        }
+        Ok(Value::Object(map))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The decoder's tree is exactly what `serde_json::Value`'s own
+    /// deserializer gives (members, their order, duplicates, numbers), and
+    /// it fails where that one fails.
+    #[test]
+    fn tree_equals_serde_json_value() {
+        let texts = [
+            r#"{"type":"a","ts":1,"n":-0.0,"big":18446744073709551615,"neg":-9223372036854775808,"f":1.5e-7,"e":1E400}"#,
+            r#"{"type":"a","ts":1,"n":1,"n":2,"m":{"b":1,"a":[1,{"z":null,"y":true}],"b":3},"s":"\u00e9\n\ud83d\ude00"}"#,
+            r#"{"z":1,"y":2,"x":3,"w":4,"v":5,"u":6,"t":7,"s":8,"r":9,"q":10,"p":11,"o":12,"n":13,"z":0}"#,
+            r#"[1,2,{"a":[]},[],{}]"#,
+            r#""just a string""#,
+            r#"{"a":1,}"#,
+            r#"{"a":1"#,
+            r#"{"a":NaN}"#,
+        ];
+        for t in texts {
+            let ours = serde_json::from_str::<Tree>(t).map(|Tree(v)| v);
+            let theirs = serde_json::from_str::<Value>(t);
+            match (ours, theirs) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a, b, "{t}");
+                    assert_eq!(
+                        serde_json::to_string(&a).ok(),
+                        serde_json::to_string(&b).ok(),
+                        "{t}"
+                    );
+                }
+                (Err(_), Err(_)) => {}
+                (a, b) => panic!("{t}: ours {a:?}, serde_json {b:?}"),
+            }
+        }
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        assert!(serde_json::from_str::<Tree>(&deep).is_err(), "depth limit");
+    }
     use serde_json::json;
 
     fn dec(line: &str) -> Decoded {
