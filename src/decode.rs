@@ -226,6 +226,11 @@ impl<'de> serde::Deserialize<'de> for Tree {
 
 struct TreeVisitor;
 
+thread_local! {
+    /// Members of the objects being built on this thread ([`TreeVisitor`]).
+    static MEMBERS: std::cell::RefCell<Vec<(String, Value)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl<'de> serde::de::Visitor<'de> for TreeVisitor {
     type Value = Value;
 
@@ -274,15 +279,25 @@ impl<'de> serde::de::Visitor<'de> for TreeVisitor {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut members: Vec<(String, Value)> = Vec::new();
-        while let Some((k, Tree(v))) = access.next_entry::<String, Tree>()? {
-            members.push((k, v));
-        }
-        let mut map = serde_json::Map::with_capacity(members.len());
-        for (k, v) in members {
-            map.insert(k, v);
-        }
-        Ok(Value::Object(map))
+        // Members wait on a per-thread stack (nested objects use the part
+        // above ours and leave it empty again), so no vector is allocated
+        // per object.
+        let start = MEMBERS.with(|m| m.borrow().len());
+        let mut collect = || -> Result<(), A::Error> {
+            while let Some((k, Tree(v))) = access.next_entry::<String, Tree>()? {
+                MEMBERS.with(|m| m.borrow_mut().push((k, v)));
+            }
+            Ok(())
+        };
+        let collected = collect();
+        MEMBERS.with(|m| {
+            let mut m = m.borrow_mut();
+            let mut map = serde_json::Map::with_capacity(m.len() - start);
+            for (k, v) in m.drain(start..) {
+                map.insert(k, v);
+            }
+            collected.map(|()| Value::Object(map))
+        })
     }
 }
 
@@ -321,6 +336,15 @@ mod tests {
                 (a, b) => panic!("{t}: ours {a:?}, serde_json {b:?}"),
             }
         }
+        // A failure inside a nested object leaves nothing behind for the
+        // next event on this thread.
+        assert!(serde_json::from_str::<Tree>(r#"{"a":{"b":1,"c":}}"#).is_err());
+        let Tree(v) = serde_json::from_str(r#"{"x":{"y":1}}"#).expect("parses");
+        assert_eq!(
+            serde_json::to_string(&v).ok().as_deref(),
+            Some(r#"{"x":{"y":1}}"#)
+        );
+        assert!(MEMBERS.with(|m| m.borrow().is_empty()));
         let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
         assert!(serde_json::from_str::<Tree>(&deep).is_err(), "depth limit");
     }
