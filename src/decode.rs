@@ -296,6 +296,11 @@ impl<'de> serde::de::Visitor<'de> for TreeVisitor {
             for (k, v) in m.drain(start..) {
                 map.insert(k, v);
             }
+            // A huge object (up to `max_event_bytes`) does not leave a huge
+            // stack behind on the thread.
+            if start == 0 && m.capacity() > 4096 {
+                m.shrink_to(4096);
+            }
             collected.map(|()| Value::Object(map))
         })
     }
