@@ -350,6 +350,17 @@ mod tests {
             Some(r#"{"x":{"y":1}}"#)
         );
         assert!(MEMBERS.with(|m| m.borrow().is_empty()));
+        // A 10,000-member object parses, and its members' room is given back.
+        let big: String = format!(
+            "{{{}}}",
+            (0..10_000)
+                .map(|i| format!("\"k{i}\":{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let Tree(v) = serde_json::from_str(&big).expect("parses");
+        assert_eq!(v.as_object().map(|m| m.len()), Some(10_000));
+        assert!(MEMBERS.with(|m| m.borrow().capacity() <= 4096));
         let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
         assert!(serde_json::from_str::<Tree>(&deep).is_err(), "depth limit");
     }
