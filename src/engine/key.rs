@@ -22,26 +22,8 @@ pub type Key = Arc<str>;
 /// The key of an event, or `None` when a key expression is null (the event is
 /// then not evaluated by the rule: `key_missing`).
 pub fn key_of(exprs: &[KeyExpr], fields: &Value) -> Option<Key> {
-    if exprs.is_empty() {
-        return Some(global());
-    }
-    let mut out = String::with_capacity(16 * exprs.len());
-    out.push('{');
-    let cx = Ctx::event(fields);
-    for (i, k) in exprs.iter().enumerate() {
-        let v = eval(&k.expr, &cx);
-        if v.is_null() {
-            return None;
-        }
-        if i > 0 {
-            out.push(',');
-        }
-        json::write_string(&mut out, &k.name);
-        out.push(':');
-        json::write_compact(&mut out, &v);
-    }
-    out.push('}');
-    Some(Arc::from(out))
+    let mut out = String::with_capacity(2 + 16 * exprs.len());
+    key_into(exprs, fields, &mut out).then(|| Arc::from(out))
 }
 
 /// Writes the key text into `out` (cleared first); `false` when a key
@@ -68,9 +50,4 @@ pub fn key_into(exprs: &[KeyExpr], fields: &Value, out: &mut String) -> bool {
     }
     out.push('}');
     true
-}
-
-/// The one key of a rule without a `key` clause.
-pub fn global() -> Key {
-    Arc::from("{}")
 }
