@@ -35,10 +35,16 @@ struct Entry {
     fits: Steps,
 }
 
-/// One bit per step (sequences have at most [`MAX_STEPS`] steps in this
-/// mask; steps beyond it are always tested).
+/// One bit per step. Bits 0..=62 are steps 0..=62; bit 63 stands for every
+/// step from 63 on (whose fit is therefore only a "maybe", see [`masked`]).
 type Steps = u64;
 const MAX_STEPS: usize = 64;
+
+/// What the mask says about step `s`: `Some(fits)` for a step it covers
+/// alone, `None` for steps past it (test them in full).
+fn masked(fits: Steps, s: usize) -> Option<bool> {
+    (s < MAX_STEPS - 1).then_some(fits & (1 << s) != 0)
+}
 
 /// Events bound to one positive step, as buffer indexes during a search.
 #[derive(Debug, Clone)]
@@ -85,9 +91,8 @@ fn stream_ok(step: &Step, ev: &Event) -> bool {
 
 /// The steps that may use `ev` (bind it, or for a negated step block a
 /// match): of their stream, and satisfying their condition when it reads no
-/// earlier step (one that does is tested during the search). Steps past
-/// [`MAX_STEPS`] count as fitting whenever the stream does. Zero: no step
-/// can use the event.
+/// earlier step (one that does is tested during the search). Steps from 63
+/// on share bit 63 ([`Steps`]). Zero: no step can use the event.
 fn fits(seq: &Sequence, reads: &[bool], ev: &Event) -> Steps {
     let mut bits = 0;
     for (i, step) in seq.steps.iter().enumerate() {
@@ -231,15 +236,11 @@ impl SequenceOp {
         // A negated event after `p` kills pending candidates (5.5).
         if let Some(neg) = self.trailing {
             let step = &seq.steps[neg];
-            let blocks = if neg < MAX_STEPS - 1 {
-                fits & (1 << neg) != 0
-            } else {
-                stream_ok(step, ev)
-            };
-            if blocks && !self.reads[neg] && neg < MAX_STEPS - 1 {
+            let known = masked(fits, neg);
+            if known == Some(true) && !self.reads[neg] {
                 // The condition holds whatever the candidate bound.
                 st.candidates.retain(|c| ev.time > c.deadline);
-            } else if blocks {
+            } else if known.unwrap_or_else(|| stream_ok(step, ev)) {
                 st.candidates.retain(|c| {
                     if ev.time > c.deadline {
                         return true;
@@ -451,15 +452,12 @@ impl Search<'_> {
     fn qualifies(&self, s: usize, i: usize) -> bool {
         let step = &self.seq.steps[s];
         let entry = &self.buf[i];
-        if s < MAX_STEPS - 1 {
-            // Stream and any condition without step references: decided
-            // when the event was buffered.
-            if entry.fits & (1 << s) == 0 {
-                return false;
-            }
-            if !self.reads[s] {
-                return true;
-            }
+        // Stream and any condition without step references: decided when
+        // the event was buffered.
+        match masked(entry.fits, s) {
+            Some(false) => return false,
+            Some(true) if !self.reads[s] => return true,
+            _ => {}
         }
         let ev = &entry.ev;
         if !stream_ok(step, ev) {
