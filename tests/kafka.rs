@@ -95,6 +95,16 @@ impl Broker {
         }
     }
 
+    /// A broker with the input topic `events` of [`PARTITIONS`] partitions.
+    fn with_events_topic() -> Broker {
+        let broker = Broker::start();
+        py(
+            &["create", &broker.addr(), "events", &PARTITIONS.to_string()],
+            None,
+        );
+        broker
+    }
+
     fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -320,11 +330,7 @@ fn expected(root: &Path, evs: &[String]) -> BTreeMap<String, serde_json::Value> 
 #[test]
 fn one_instance_matches_replay() {
     let root = tempfile::tempdir().unwrap();
-    let broker = Broker::start();
-    py(
-        &["create", &broker.addr(), "events", &PARTITIONS.to_string()],
-        None,
-    );
+    let broker = Broker::with_events_topic();
     let evs = events(3000, 0);
     let want = expected(root.path(), &evs);
     let hook = WebhookReceiver::start();
@@ -492,11 +498,7 @@ const SMALL_CHUNKS: &str = "    snapshot_chunk: 1024\n";
 #[test]
 fn instances_share_partitions_and_survive_kill() {
     let root = tempfile::tempdir().unwrap();
-    let broker = Broker::start();
-    py(
-        &["create", &broker.addr(), "events", &PARTITIONS.to_string()],
-        None,
-    );
+    let broker = Broker::with_events_topic();
     let evs = events(9000, 0);
     let want = expected(root.path(), &evs);
     let (p1, rest) = evs.split_at(3000);
@@ -622,11 +624,7 @@ fn field(line: &str, name: &str) -> Option<u64> {
 #[test]
 fn tiny_snapshot_chunks_restore_across_rebalance() {
     let root = tempfile::tempdir().unwrap();
-    let broker = Broker::start();
-    py(
-        &["create", &broker.addr(), "events", &PARTITIONS.to_string()],
-        None,
-    );
+    let broker = Broker::with_events_topic();
     let evs = events(4000, 0);
     let want = expected(root.path(), &evs);
     let (p1, p2) = evs.split_at(2000);
@@ -766,11 +764,7 @@ fn wait_watermarks(d: &Daemon, shards: &[(&str, usize)], secs: f64) {
 #[test]
 fn reload_swaps_rules_in_the_shards_keeping_unchanged_state() {
     let root = tempfile::tempdir().unwrap();
-    let broker = Broker::start();
-    py(
-        &["create", &broker.addr(), "events", &PARTITIONS.to_string()],
-        None,
-    );
+    let broker = Broker::with_events_topic();
     let evs = events(4000, 0);
     let (first, second) = evs.split_at(2000);
     // After the last event of the first half (t = 1999 s), before the

@@ -2,9 +2,25 @@
 //! distinct keys pass through each windowed rule kind, and once their
 //! windows and `within` bounds have passed, no key is left.
 
+use tocsin::alert::Alert;
 use tocsin::decode::{Decoded, Decoder};
 use tocsin::lang::{Options, load_texts};
 use tocsin::pipeline::Pipeline;
+
+/// A pipeline over `rules` (which must load), with max-delay 0.
+fn pipeline(rules: &str) -> Pipeline {
+    let loaded = load_texts(vec![("r.rules".into(), rules.into())], &Options::default());
+    assert!(!loaded.has_errors(), "{}", loaded.render());
+    Pipeline::new(&loaded.program, 0)
+}
+
+/// Decodes one event line (which must be valid) and offers it.
+fn push(p: &mut Pipeline, line: &str, alerts: &mut Vec<Alert>) {
+    let Decoded::Event(ev) = Decoder::default().decode(line.as_bytes(), None) else {
+        panic!("decodes: {line}");
+    };
+    p.push(ev, alerts).unwrap();
+}
 
 const RULES: &str = r#"
 rule sliding { key u from a window sliding 10s when count() >= 3 }
@@ -29,10 +45,7 @@ rule gone { key u from a absent 1m }
 
 #[test]
 fn every_windowed_key_is_dropped_once_it_can_no_longer_fire() {
-    let loaded = load_texts(vec![("r.rules".into(), RULES.into())], &Options::default());
-    assert!(!loaded.has_errors(), "{}", loaded.render());
-    let mut p = Pipeline::new(&loaded.program, 0);
-    let dec = Decoder::default();
+    let mut p = pipeline(RULES);
     let mut alerts = Vec::new();
     let keys = 20_000;
     for i in 0..keys {
@@ -41,10 +54,7 @@ fn every_windowed_key_is_dropped_once_it_can_no_longer_fire() {
             i,
             i % 2
         );
-        let Decoded::Event(ev) = dec.decode(line.as_bytes(), None) else {
-            panic!("decodes");
-        };
-        p.push(ev, &mut alerts).unwrap();
+        push(&mut p, &line, &mut alerts);
     }
     let counts = p.engine().key_counts();
     let names: Vec<String> = p.engine().rules().iter().map(|r| r.name.clone()).collect();
@@ -57,14 +67,8 @@ fn every_windowed_key_is_dropped_once_it_can_no_longer_fire() {
         );
     }
     // Time moves on (one unrelated event an hour later releases the rest).
-    let Decoded::Event(ev) = dec.decode(br#"{"type":"zzz","ts":3600000}"#, None) else {
-        panic!("decodes");
-    };
-    p.push(ev, &mut alerts).unwrap();
-    let Decoded::Event(ev) = dec.decode(br#"{"type":"zzz","ts":3600001}"#, None) else {
-        panic!("decodes");
-    };
-    p.push(ev, &mut alerts).unwrap();
+    push(&mut p, r#"{"type":"zzz","ts":3600000}"#, &mut alerts);
+    push(&mut p, r#"{"type":"zzz","ts":3600001}"#, &mut alerts);
     let after = p.engine().key_counts();
     for (n, c) in names.iter().zip(&after) {
         if *n == "gone" {
@@ -93,18 +97,12 @@ rule session { key u from a window session 5s when count() >= 1000000 }
 rule gone { key u from a absent 1m }
 rule hopping { key u from a window hopping 10s every 5s when count() >= 1000000 }
 "#;
-    let loaded = load_texts(vec![("r.rules".into(), rules.into())], &Options::default());
-    assert!(!loaded.has_errors(), "{}", loaded.render());
-    let mut p = Pipeline::new(&loaded.program, 0);
-    let dec = Decoder::default();
+    let mut p = pipeline(rules);
     let mut alerts = Vec::new();
     // 2,000 events of one key, 1 ms apart (all inside every window).
     for i in 0..2_000 {
         let line = format!("{{\"type\":\"a\",\"ts\":{i},\"u\":\"hot\"}}");
-        let Decoded::Event(ev) = dec.decode(line.as_bytes(), None) else {
-            panic!("decodes");
-        };
-        p.push(ev, &mut alerts).unwrap();
+        push(&mut p, &line, &mut alerts);
     }
     // sliding 1 + session 1 + absence 1 + hopping: windows [-5s,5s) and
     // [0s,10s) hold the events.
@@ -126,10 +124,7 @@ rule seq {
     }
 }
 "#;
-    let loaded = load_texts(vec![("r.rules".into(), rules.into())], &Options::default());
-    assert!(!loaded.has_errors(), "{}", loaded.render());
-    let mut p = Pipeline::new(&loaded.program, 0);
-    let dec = Decoder::default();
+    let mut p = pipeline(rules);
     let mut alerts = Vec::new();
     for i in 0..1_000 {
         // v == 0 fits no step; a `b` without `ok` neither.
@@ -138,10 +133,7 @@ rule seq {
         } else {
             format!("{{\"type\":\"b\",\"ts\":{i},\"u\":\"u{i}\"}}")
         };
-        let Decoded::Event(ev) = dec.decode(line.as_bytes(), None) else {
-            panic!("decodes");
-        };
-        p.push(ev, &mut alerts).unwrap();
+        push(&mut p, &line, &mut alerts);
     }
     assert_eq!(p.engine().key_counts(), vec![0]);
     // Events that a step can use do make keys (the negated step's too).
@@ -149,10 +141,7 @@ rule seq {
     for (i, v) in [(2_000, 1), (2_001, 2), (3_000, 0)] {
         let t = if v == 0 { "zzz" } else { "a" };
         let line = format!("{{\"type\":\"{t}\",\"ts\":{i},\"u\":\"k{v}\",\"v\":{v}}}");
-        let Decoded::Event(ev) = dec.decode(line.as_bytes(), None) else {
-            panic!("decodes");
-        };
-        p.push(ev, &mut alerts).unwrap();
+        push(&mut p, &line, &mut alerts);
     }
     assert_eq!(p.engine().key_counts(), vec![2]);
 }
