@@ -123,10 +123,7 @@ fn replay(args: &ReplayArgs) -> Result<()> {
     let mut failed = None;
     pipeline.finish(&mut Sink(|a: Alert| {
         if failed.is_none() {
-            summary.alerts += 1;
-            if let Err(e) = writeln!(out, "{}", a.to_json()) {
-                failed = Some(e);
-            }
+            failed = write_alert(&mut out, &a, &mut summary).err();
         }
     }));
     if let Some(e) = failed {
@@ -302,11 +299,16 @@ fn write_alerts(
     summary: &mut Summary,
 ) -> Result<()> {
     for a in alerts.drain(..) {
-        summary.alerts += 1;
-        out.write_all(a.to_json().as_bytes())?;
-        out.write_all(b"\n")?;
+        write_alert(out, &a, summary)?;
     }
     Ok(())
+}
+
+/// One alert as one NDJSON line, counted.
+fn write_alert(out: &mut impl Write, a: &Alert, summary: &mut Summary) -> std::io::Result<()> {
+    summary.alerts += 1;
+    out.write_all(a.to_json().as_bytes())?;
+    out.write_all(b"\n")
 }
 
 #[cfg(test)]
