@@ -247,6 +247,7 @@ pub const INCREMENTAL_FROM: usize = 8;
 /// A sliding window's rows (time, arguments), oldest first, and, once it
 /// holds [`INCREMENTAL_FROM`] rows, incremental state for every aggregate
 /// (dropped again when it falls below half that).
+#[derive(Default)]
 pub struct Sliding {
     rows: VecDeque<(EventTime, Args)>,
     /// Sequence number of `rows[0]`.
@@ -256,11 +257,7 @@ pub struct Sliding {
 
 impl Sliding {
     pub fn new() -> Self {
-        Sliding {
-            rows: VecDeque::new(),
-            head: 0,
-            accs: None,
-        }
+        Sliding::default()
     }
 
     /// A window holding `rows` (oldest first), as restored from a snapshot.
@@ -348,11 +345,6 @@ impl Sliding {
     }
 }
 
-impl Default for Sliding {
-    fn default() -> Self {
-        Sliding::new()
-    }
-}
 
 fn new_accs(aggs: &[Aggregate]) -> Box<[Acc]> {
     aggs.iter()
