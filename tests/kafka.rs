@@ -202,25 +202,6 @@ fn instance_with(
     Daemon::start(&dir, &cfg, &[("RUST_LOG", "info")])
 }
 
-/// `tocsin replay` of the events: alert id → alert.
-fn replay(root: &Path, input: &Path) -> BTreeMap<String, serde_json::Value> {
-    std::fs::create_dir_all(root.join("replay")).unwrap();
-    std::fs::write(root.join("replay/test.rules"), RULES).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tocsin"))
-        .args(["replay", "--max-delay", "0s", "--rules"])
-        .arg(root.join("replay"))
-        .arg(input)
-        .stderr(Stdio::null())
-        .output()
-        .expect("replay runs");
-    assert!(out.status.success());
-    by_id(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap()),
-    )
-}
-
 fn by_id(alerts: impl Iterator<Item = serde_json::Value>) -> BTreeMap<String, serde_json::Value> {
     alerts
         .map(|a| (a["id"].as_str().expect("alert id").to_string(), a))
@@ -316,9 +297,7 @@ fn wait_equal(
 fn expected(root: &Path, evs: &[String]) -> BTreeMap<String, serde_json::Value> {
     let mut all = evs.to_vec();
     all.extend(std::iter::repeat_n(FLUSH.to_string(), PARTITIONS));
-    let input = root.join("all.ndjson");
-    std::fs::write(&input, all.join("\n") + "\n").unwrap();
-    let want = replay(root, &input);
+    let want = replay_with(root, "replay", RULES, &all);
     assert!(
         want.len() > 50,
         "the test events make alerts: {}",

@@ -345,7 +345,6 @@ impl Sliding {
     }
 }
 
-
 fn new_accs(aggs: &[Aggregate]) -> Box<[Acc]> {
     aggs.iter()
         .map(|a| match a.func {
