@@ -12,8 +12,23 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, WebhookReceiver, http, wait_for};
+use common::{Daemon, Response, WebhookReceiver, http, wait_for};
 use serde_json::Value;
+
+/// POSTs an NDJSON body under an idempotency key (a retry after a crash
+/// sends the same key, so the daemon can tell it was already taken).
+fn post_keyed(port: u16, key: &str, body: &[u8]) -> std::io::Result<Response> {
+    http(
+        port,
+        "POST",
+        "/v1/events",
+        &[
+            ("Content-Type", "application/x-ndjson"),
+            ("Idempotency-Key", key),
+        ],
+        body,
+    )
+}
 
 const RULES: &str = r#"
 rule burst {
@@ -176,16 +191,7 @@ fn kill_9_during_http_ingest_loses_no_alert_and_adds_none() {
                 break;
             }
             let key = format!("batch-{next_batch}");
-            let r = http(
-                port,
-                "POST",
-                "/v1/events",
-                &[
-                    ("Content-Type", "application/x-ndjson"),
-                    ("Idempotency-Key", &key),
-                ],
-                batches[next_batch].as_bytes(),
-            );
+            let r = post_keyed(port, &key, batches[next_batch].as_bytes());
             match r {
                 Ok(r) if r.status == 202 => next_batch += 1,
                 other => panic!(
@@ -200,16 +206,7 @@ fn kill_9_during_http_ingest_loses_no_alert_and_adds_none() {
             let inflight_key = format!("batch-{next_batch}");
             let body = batches[next_batch].clone();
             let sender = std::thread::spawn(move || {
-                let _ = http(
-                    port,
-                    "POST",
-                    "/v1/events",
-                    &[
-                        ("Content-Type", "application/x-ndjson"),
-                        ("Idempotency-Key", &inflight_key),
-                    ],
-                    body.as_bytes(),
-                );
+                let _ = post_keyed(port, &inflight_key, body.as_bytes());
             });
             std::thread::sleep(Duration::from_millis((seed >> 50) % 5));
             if let Some(mut d) = daemon.take() {
@@ -475,16 +472,7 @@ fn kill_9_with_a_webhook_receiver_delivers_every_alert_id() {
     for (i, chunk) in evs.chunks(40).enumerate() {
         let key = format!("b{i}");
         loop {
-            let r = http(
-                port,
-                "POST",
-                "/v1/events",
-                &[
-                    ("Content-Type", "application/x-ndjson"),
-                    ("Idempotency-Key", &key),
-                ],
-                chunk.join("\n").as_bytes(),
-            );
+            let r = post_keyed(port, &key, chunk.join("\n").as_bytes());
             if r.as_ref().is_ok_and(|r| r.status == 202) {
                 break;
             }
