@@ -16,52 +16,12 @@ use common::{Daemon, WebhookReceiver, free_port};
 
 const PARTITIONS: usize = 4;
 
-const RULES: &str = r#"
-rule many_failures {
-    key    user
-    from   auth where outcome == "failure"
-    window sliding 1m
-    when   count() >= 3
-    message "{{ key.user }} failed {{ values['count()'] }} times"
-}
-
-rule gone_quiet {
-    key    user
-    from   auth
-    absent 5m
-}
-
-rule fail_then_success {
-    key user
-    sequence within 2m {
-        f: auth where outcome == "failure" {2,}
-        s: auth where outcome == "success"
-    }
-}
-
-# Keyed on another field than the producers' key: repartitioned through
-# the internal topic tocsin-test.by-service.
-rule service_failures {
-    key    service
-    from   auth where outcome == "failure"
-    window sliding 30s
-    when   count() >= 6
-    message "{{ key.service }}: {{ values['count()'] }} failures in 30s"
-}
-
-rule service_quiet {
-    key    service
-    from   auth
-    absent 40s
-}
-
-# No key: one shard sees every event, through tocsin-test.by-global.
-rule failure_burst {
-    from   auth where outcome == "failure"
-    window sliding 20s
-    when   count() >= 19
-}
-"#;
+/// The scale-out rule set: rules keyed on the producers' key, and rules
+/// that must be repartitioned (shared with benches/load/kafka-throughput.py).
+const RULES: &str = concat!(
+    include_str!("kafka/user.rules"),
+    include_str!("kafka/other.rules")
+);
 
 fn helper() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/broker.py")

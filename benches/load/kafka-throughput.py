@@ -36,51 +36,14 @@ PARTITIONS = 4
 FLUSH = '{"type":"flush","ts":"2026-11-20T00:00:00Z"}'
 FLUSH_S = 1795132800  # must not be ahead of the wall clock by more than events.max_future
 
-USER_RULES = r'''
-rule many_failures {
-    key    user
-    from   auth where outcome == "failure"
-    window sliding 1m
-    when   count() >= 3
-    message "{{ key.user }} failed {{ values['count()'] }} times"
-}
+# The rule sets of tests/kafka.rs.
+def rules_file(name):
+    with open(os.path.join(ROOT, "tests", "kafka", name)) as f:
+        return f.read()
 
-rule gone_quiet {
-    key    user
-    from   auth
-    absent 5m
-}
 
-rule fail_then_success {
-    key user
-    sequence within 2m {
-        f: auth where outcome == "failure" {2,}
-        s: auth where outcome == "success"
-    }
-}
-'''
-
-OTHER_RULES = r'''
-rule service_failures {
-    key    service
-    from   auth where outcome == "failure"
-    window sliding 30s
-    when   count() >= 6
-    message "{{ key.service }}: {{ values['count()'] }} failures in 30s"
-}
-
-rule service_quiet {
-    key    service
-    from   auth
-    absent 40s
-}
-
-rule failure_burst {
-    from   auth where outcome == "failure"
-    window sliding 20s
-    when   count() >= 19
-}
-'''
+USER_RULES = rules_file("user.rules")
+OTHER_RULES = rules_file("other.rules")
 
 
 def events(n):
