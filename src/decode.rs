@@ -13,10 +13,9 @@
 
 use std::fmt;
 
-use serde_json::Value;
-
+use crate::event::doc::{Doc, Node};
 use crate::event::time::{self, TimeError};
-use crate::event::{Event, EventTime, TimeUnit, json};
+use crate::event::{Event, EventTime, TimeUnit};
 
 /// What to do with an event whose time field is absent or `null`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -179,17 +178,18 @@ impl Decoder {
         if raw.is_empty() {
             return Ok(None);
         }
-        let Tree(value) = serde_json::from_str(raw).map_err(|_| RejectReason::InvalidJson)?;
-        let Value::Object(map) = &value else {
+        let fields = Doc::parse(raw).map_err(|_| RejectReason::InvalidJson)?;
+        let root = fields.root();
+        if !matches!(root.node(), Node::Object { .. }) {
             return Err(RejectReason::NotObject);
+        }
+        let stream = match root.get(&self.cfg.type_field).and_then(|v| v.as_str()) {
+            Some(s) => s.to_owned(),
+            None => return Err(RejectReason::MissingType),
         };
-        let stream = match json::member(map, &self.cfg.type_field) {
-            Some(Value::String(s)) => s.clone(),
-            _ => return Err(RejectReason::MissingType),
-        };
-        let time = match json::member(map, &self.cfg.time_field) {
-            None | Some(Value::Null) => self.missing_time(arrival)?,
-            Some(v) => match time::from_json(v, self.cfg.time_unit) {
+        let time = match root.get(&self.cfg.time_field) {
+            None => self.missing_time(arrival)?,
+            Some(v) => match time::from_node(v, self.cfg.time_unit) {
                 Ok(t) => t,
                 Err(TimeError::Missing) => self.missing_time(arrival)?,
                 Err(TimeError::Bad) => return Err(RejectReason::BadTime),
@@ -198,8 +198,7 @@ impl Decoder {
         Ok(Some(Event {
             stream,
             time,
-            fields: value,
-            raw: raw.into(),
+            fields,
         }))
     }
 
@@ -211,159 +210,10 @@ impl Decoder {
     }
 }
 
-/// A JSON tree, built as `serde_json::Value`'s own deserializer builds it
-/// (same numbers, duplicate members: the last value at the first one's
-/// place) except that an object's members are collected first and the map
-/// is made at its final size, instead of growing (and rehashing) as members
-/// come. serde_json's depth limit still applies: it is the deserializer's.
-struct Tree(Value);
-
-impl<'de> serde::Deserialize<'de> for Tree {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(TreeVisitor).map(Tree)
-    }
-}
-
-struct TreeVisitor;
-
-thread_local! {
-    /// Members of the objects being built on this thread ([`TreeVisitor`]).
-    static MEMBERS: std::cell::RefCell<Vec<(String, Value)>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-impl<'de> serde::de::Visitor<'de> for TreeVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(Tree(v)) = seq.next_element()? {
-            items.push(v);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        // Members wait on a per-thread stack (nested objects use the part
-        // above ours and leave it empty again), so no vector is allocated
-        // per object.
-        let start = MEMBERS.with(|m| m.borrow().len());
-        let mut collect = || -> Result<(), A::Error> {
-            while let Some((k, Tree(v))) = access.next_entry::<String, Tree>()? {
-                MEMBERS.with(|m| m.borrow_mut().push((k, v)));
-            }
-            Ok(())
-        };
-        let collected = collect();
-        MEMBERS.with(|m| {
-            let mut m = m.borrow_mut();
-            let mut map = serde_json::Map::with_capacity(m.len() - start);
-            for (k, v) in m.drain(start..) {
-                map.insert(k, v);
-            }
-            // A huge object (up to `max_event_bytes`) does not leave a huge
-            // stack behind on the thread.
-            if start == 0 && m.capacity() > 4096 {
-                m.shrink_to(4096);
-            }
-            collected.map(|()| Value::Object(map))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The decoder's tree is exactly what `serde_json::Value`'s own
-    /// deserializer gives (members, their order, duplicates, numbers), and
-    /// it fails where that one fails.
-    #[test]
-    fn tree_equals_serde_json_value() {
-        let texts = [
-            r#"{"type":"a","ts":1,"n":-0.0,"big":18446744073709551615,"neg":-9223372036854775808,"f":1.5e-7,"e":1E400}"#,
-            r#"{"type":"a","ts":1,"n":1,"n":2,"m":{"b":1,"a":[1,{"z":null,"y":true}],"b":3},"s":"\u00e9\n\ud83d\ude00"}"#,
-            r#"{"z":1,"y":2,"x":3,"w":4,"v":5,"u":6,"t":7,"s":8,"r":9,"q":10,"p":11,"o":12,"n":13,"z":0}"#,
-            r#"[1,2,{"a":[]},[],{}]"#,
-            r#""just a string""#,
-            r#"{"a":1,}"#,
-            r#"{"a":1"#,
-            r#"{"a":NaN}"#,
-        ];
-        for t in texts {
-            let ours = serde_json::from_str::<Tree>(t).map(|Tree(v)| v);
-            let theirs = serde_json::from_str::<Value>(t);
-            match (ours, theirs) {
-                (Ok(a), Ok(b)) => {
-                    assert_eq!(a, b, "{t}");
-                    assert_eq!(
-                        serde_json::to_string(&a).ok(),
-                        serde_json::to_string(&b).ok(),
-                        "{t}"
-                    );
-                }
-                (Err(_), Err(_)) => {}
-                (a, b) => panic!("{t}: ours {a:?}, serde_json {b:?}"),
-            }
-        }
-        // A failure inside a nested object leaves nothing behind for the
-        // next event on this thread.
-        assert!(serde_json::from_str::<Tree>(r#"{"a":{"b":1,"c":}}"#).is_err());
-        let Tree(v) = serde_json::from_str(r#"{"x":{"y":1}}"#).expect("parses");
-        assert_eq!(
-            serde_json::to_string(&v).ok().as_deref(),
-            Some(r#"{"x":{"y":1}}"#)
-        );
-        assert!(MEMBERS.with(|m| m.borrow().is_empty()));
-        // A 10,000-member object parses, and its members' room is given back.
-        let big: String = format!(
-            "{{{}}}",
-            (0..10_000)
-                .map(|i| format!("\"k{i}\":{i}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        let Tree(v) = serde_json::from_str(&big).expect("parses");
-        assert_eq!(v.as_object().map(|m| m.len()), Some(10_000));
-        assert!(MEMBERS.with(|m| m.borrow().capacity() <= 4096));
-        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
-        assert!(serde_json::from_str::<Tree>(&deep).is_err(), "depth limit");
-    }
     use serde_json::json;
 
     fn dec(line: &str) -> Decoded {
@@ -391,18 +241,14 @@ mod tests {
         assert_eq!(e.stream, "login");
         assert_eq!(e.time, EventTime(1_795_341_600_250));
         assert_eq!(
-            &*e.raw,
+            e.raw(),
             "{\"type\":\"login\", \"ts\":\"2026-11-22T10:00:00.250Z\",\"user\":\"é\",\"n\":2.0}"
         );
         assert_eq!(
-            e.fields,
+            e.fields.root().to_value(),
             json!({"type":"login","ts":"2026-11-22T10:00:00.250Z","user":"é","n":2.0})
         );
-        let keys: Vec<&str> = e
-            .fields
-            .as_object()
-            .map(|m| m.keys().map(String::as_str).collect())
-            .unwrap_or_default();
+        let keys: Vec<&str> = e.fields.root().members().map(|(k, _)| k).collect();
         assert_eq!(keys, ["type", "ts", "user", "n"]);
         // Empty string is still a string type.
         assert_eq!(event(dec(r#"{"type":"","ts":0}"#)).stream, "");

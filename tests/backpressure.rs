@@ -137,6 +137,6 @@ async fn tcp_reading_waits_until_the_engine_takes_the_batch() {
     else {
         panic!("expected a second batch");
     };
-    assert_eq!(&*second.events[0].raw, "{\"type\":\"a\",\"ts\":2}");
+    assert_eq!(second.events[0].raw(), "{\"type\":\"a\",\"ts\":2}");
     shutdown.cancel();
 }

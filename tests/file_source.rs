@@ -113,7 +113,7 @@ impl Source {
                 "batch of {}",
                 b.events.len()
             );
-            got.extend(b.events.iter().map(|e| e.raw.to_string()));
+            got.extend(b.events.iter().map(|e| e.raw().to_string()));
             let offset = b.offset.take().expect("a file batch carries its offset");
             let _ = b
                 .done
@@ -152,7 +152,7 @@ impl Source {
                 let Some(EngineMsg::Batch(mut b)) = msg else {
                     panic!("expected a batch");
                 };
-                let got: Vec<String> = b.events.iter().map(|e| e.raw.to_string()).collect();
+                let got: Vec<String> = b.events.iter().map(|e| e.raw().to_string()).collect();
                 let _ = b.done.take().expect("done").send(());
                 assert!(
                     got.iter().all(|l| probes.contains(l)),
@@ -281,7 +281,7 @@ async fn rotation_reads_the_rest_of_the_old_file_then_the_new_one() {
     let mut seen = Vec::new();
     while got.len() < 4 {
         let mut b = src.batch().await;
-        got.extend(b.events.iter().map(|e| e.raw.to_string()));
+        got.extend(b.events.iter().map(|e| e.raw().to_string()));
         seen.push(b.offset.take().expect("offset"));
         let _ = b.done.take().expect("done").send(());
     }
@@ -469,7 +469,7 @@ async fn no_further_batch_while_the_previous_is_unanswered() {
     assert_eq!(src.received(), 1024);
     let _ = first.done.take().expect("done").send(());
     let (rest, offset) = src.take(3000 - 1024).await;
-    let mut all: Vec<String> = first.events.iter().map(|e| e.raw.to_string()).collect();
+    let mut all: Vec<String> = first.events.iter().map(|e| e.raw().to_string()).collect();
     all.extend(rest);
     assert_eq!(all, lines(0..3000));
     assert_eq!(offset.offset, file_len(&path));

@@ -136,7 +136,7 @@ impl Alert {
                     s.push(',');
                 }
                 first = false;
-                s.push_str(&ev.raw);
+                s.push_str(ev.raw());
             }
             s.push(']');
         }

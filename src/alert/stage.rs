@@ -260,9 +260,10 @@ impl AlertStage {
         for (i, (name, evs)) in m.events.iter().enumerate() {
             let quantified = m.quantified.get(i).copied().unwrap_or(false);
             let v = if quantified {
-                Value::Array(evs.iter().map(|e| e.fields.clone()).collect())
+                Value::Array(evs.iter().map(|e| e.fields.root().to_value()).collect())
             } else {
-                evs.first().map_or(Value::Null, |e| e.fields.clone())
+                evs.first()
+                    .map_or(Value::Null, |e| e.fields.root().to_value())
             };
             cx.insert(name.clone(), v);
         }

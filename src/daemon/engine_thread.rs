@@ -151,7 +151,7 @@ pub fn run(
                     // The text is kept only for an event behind the
                     // watermark (the sequencer's "late"), not copied for all.
                     let late_raw = (late_log.is_on() && ev.time < pipeline.watermark())
-                        .then(|| ev.raw.clone());
+                        .then(|| Box::<str>::from(ev.raw()));
                     match pipeline.push(ev, &mut alerts) {
                         Ok(()) => accepted += 1,
                         Err(_) => {

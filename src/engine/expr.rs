@@ -8,22 +8,23 @@ use std::borrow::Cow;
 
 use serde_json::{Number, Value};
 
+use crate::event::doc::{Doc, Node, NodeRef};
 use crate::event::json;
-use crate::lang::program::{ArithOp, CExpr, CmpOp, FieldPath, Func, PathSeg, StrOp};
+use crate::lang::program::{ArithOp, CExpr, CmpOp, Func, PathSeg, StrOp};
 
 /// What a sequence step binds, as seen by later steps' conditions.
 #[derive(Debug, Clone, Copy)]
 pub struct StepView<'a> {
     /// The step's (most recent) event object.
-    pub last: &'a Value,
+    pub last: &'a Doc,
     pub count: usize,
 }
 
 /// Everything an expression may read.
 #[derive(Clone, Copy)]
 pub struct Ctx<'a> {
-    /// The current event's object (`Value::Null` where there is none, e.g. in `when`).
-    pub fields: &'a Value,
+    /// The current event's object (`None` where there is none, e.g. in `when`).
+    pub fields: Option<&'a Doc>,
     /// Bindings of sequence steps by step index (`None`: not bound).
     pub steps: &'a [Option<StepView<'a>>],
     /// Aggregate values of a threshold rule, by index.
@@ -33,9 +34,9 @@ pub struct Ctx<'a> {
 static NULL: Value = Value::Null;
 
 impl<'a> Ctx<'a> {
-    pub fn event(fields: &'a Value) -> Self {
+    pub fn event(fields: &'a Doc) -> Self {
         Ctx {
-            fields,
+            fields: Some(fields),
             steps: &[],
             aggs: &[],
         }
@@ -43,14 +44,14 @@ impl<'a> Ctx<'a> {
 
     pub fn aggregates(aggs: &'a [Value]) -> Self {
         Ctx {
-            fields: &NULL,
+            fields: None,
             steps: &[],
             aggs,
         }
     }
 }
 
-/// Walks a field path; `None` when any segment is missing.
+/// Walks a field path in a JSON value; `None` when any segment is missing.
 pub fn lookup<'v>(root: &'v Value, path: &[PathSeg]) -> Option<&'v Value> {
     let mut cur = root;
     for seg in path {
@@ -58,6 +59,18 @@ pub fn lookup<'v>(root: &'v Value, path: &[PathSeg]) -> Option<&'v Value> {
             (PathSeg::Field(f), Value::Object(m)) => json::member(m, f)?,
             (PathSeg::Index(i), Value::Array(a)) => a.get(*i)?,
             _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+/// Walks a field path in an event; `None` when any segment is missing.
+pub fn lookup_node<'a>(root: NodeRef<'a>, path: &[PathSeg]) -> Option<NodeRef<'a>> {
+    let mut cur = root;
+    for seg in path {
+        cur = match seg {
+            PathSeg::Field(f) => cur.get(f)?,
+            PathSeg::Index(i) => cur.index(*i)?,
         };
     }
     Some(cur)
@@ -81,6 +94,164 @@ pub fn json_eq(a: &Value, b: &Value) -> bool {
         }
         _ => a == b,
     }
+}
+
+/// A value as operators read it: scalars borrowed from the event's text or
+/// the rule, arrays and objects where they are. Reading a field through a
+/// view builds nothing.
+#[derive(Clone, Copy)]
+pub enum View<'a> {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(&'a str),
+    /// An array or object of an event.
+    Node(NodeRef<'a>),
+    /// An array or object of a literal, an aggregate or a computed value.
+    Json(&'a Value),
+}
+
+impl<'a> View<'a> {
+    pub fn of_node(n: NodeRef<'a>) -> Self {
+        match n.node() {
+            Node::Null => View::Null,
+            Node::Bool(b) => View::Bool(b),
+            Node::PosInt(_) | Node::NegInt(_) | Node::Float(_) => {
+                View::Num(n.as_f64().unwrap_or(f64::NAN))
+            }
+            Node::Str { .. } => View::Str(n.as_str().unwrap_or_default()),
+            Node::Array { .. } | Node::Object { .. } => View::Node(n),
+        }
+    }
+
+    pub fn of_value(v: &'a Value) -> Self {
+        match v {
+            Value::Null => View::Null,
+            Value::Bool(b) => View::Bool(*b),
+            Value::Number(n) => View::Num(n.as_f64().unwrap_or(f64::NAN)),
+            Value::String(s) => View::Str(s),
+            Value::Array(_) | Value::Object(_) => View::Json(v),
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, View::Null)
+    }
+
+    /// An array or object as a JSON value (built for an event's).
+    fn container(&self) -> Option<Cow<'a, Value>> {
+        match *self {
+            View::Node(n) => Some(Cow::Owned(n.to_value())),
+            View::Json(v) => Some(Cow::Borrowed(v)),
+            _ => None,
+        }
+    }
+
+    /// Appends the value as compact JSON ([`json::write_compact`]).
+    pub fn write_compact(&self, out: &mut String) {
+        match *self {
+            View::Null => out.push_str("null"),
+            View::Bool(true) => out.push_str("true"),
+            View::Bool(false) => out.push_str("false"),
+            View::Num(x) => json::write_number(out, x),
+            View::Str(s) => json::write_string(out, s),
+            View::Node(n) => n.write_compact(out),
+            View::Json(v) => json::write_compact(out, v),
+        }
+    }
+
+    /// Whether `x` equals an element of this array (`false` for anything
+    /// but an array).
+    fn array_has(&self, x: View) -> bool {
+        match *self {
+            View::Node(n) if matches!(n.node(), Node::Array { .. }) => {
+                n.elements().any(|i| view_eq(View::of_node(i), x))
+            }
+            View::Json(Value::Array(items)) => items.iter().any(|i| view_eq(View::of_value(i), x)),
+            _ => false,
+        }
+    }
+
+    fn is_array(&self) -> bool {
+        match self {
+            View::Node(n) => matches!(n.node(), Node::Array { .. }),
+            View::Json(v) => v.is_array(),
+            _ => false,
+        }
+    }
+}
+
+/// `==` on views, as [`json_eq`] on the values they show.
+fn view_eq(a: View, b: View) -> bool {
+    match (a, b) {
+        (View::Null, View::Null) => true,
+        (View::Bool(x), View::Bool(y)) => x == y,
+        (View::Num(x), View::Num(y)) => x == y,
+        (View::Str(x), View::Str(y)) => x == y,
+        (View::Node(_) | View::Json(_), View::Node(_) | View::Json(_)) => {
+            match (a.container(), b.container()) {
+                (Some(x), Some(y)) => json_eq(&x, &y),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// An operand: an event's field read in place, or a value.
+enum Operand<'a> {
+    /// A field of an event, kept to build its exact value if asked.
+    Field(Option<NodeRef<'a>>),
+    Value(Cow<'a, Value>),
+}
+
+impl<'a> Operand<'a> {
+    fn view(&self) -> View<'_> {
+        match self {
+            Operand::Field(n) => n.map_or(View::Null, View::of_node),
+            Operand::Value(v) => View::of_value(v),
+        }
+    }
+
+    fn into_value(self) -> Cow<'a, Value> {
+        match self {
+            Operand::Field(None) => Cow::Borrowed(&NULL),
+            Operand::Field(Some(n)) => Cow::Owned(n.to_value()),
+            Operand::Value(v) => v,
+        }
+    }
+}
+
+/// Evaluates `e` as an operand: fields are read in place.
+fn operand<'a>(e: &'a CExpr, cx: &Ctx<'a>) -> Operand<'a> {
+    match e {
+        CExpr::Field(p) => Operand::Field(cx.fields.and_then(|d| lookup_node(d.root(), p))),
+        CExpr::StepField(i, p) => Operand::Field(
+            cx.steps
+                .get(*i)
+                .copied()
+                .flatten()
+                .and_then(|s| lookup_node(s.last.root(), p)),
+        ),
+        CExpr::Lit(v) => Operand::Value(Cow::Borrowed(v)),
+        CExpr::Agg(i) => {
+            Operand::Value(cx.aggs.get(*i).map_or(Cow::Borrowed(&NULL), Cow::Borrowed))
+        }
+        _ => Operand::Value(eval(e, cx)),
+    }
+}
+
+/// Evaluates `e` and appends it as compact JSON to `out`; `false` (and
+/// nothing written) when it is null. A field is written from the event's
+/// text without building a value.
+pub fn write_compact(e: &CExpr, cx: &Ctx, out: &mut String) -> bool {
+    let o = operand(e, cx);
+    let v = o.view();
+    if v.is_null() {
+        return false;
+    }
+    v.write_compact(out);
+    true
 }
 
 /// Whether an expression reads earlier sequence steps (`step.field`,
@@ -107,76 +278,64 @@ pub fn truthy(v: &Value) -> bool {
 
 /// Evaluates a condition.
 pub fn test(e: &CExpr, cx: &Ctx) -> bool {
-    truthy(&eval(e, cx))
+    match e {
+        CExpr::And(a, b) => test(a, cx) && test(b, cx),
+        CExpr::Or(a, b) => test(a, cx) || test(b, cx),
+        CExpr::Not(a) => !test(a, cx),
+        CExpr::Cmp(op, a, b) => compare(*op, operand(a, cx).view(), operand(b, cx).view()),
+        CExpr::Field(_) | CExpr::StepField(..) => {
+            matches!(operand(e, cx).view(), View::Bool(true))
+        }
+        _ => truthy(&eval(e, cx)),
+    }
 }
 
 pub fn eval<'a>(e: &'a CExpr, cx: &Ctx<'a>) -> Cow<'a, Value> {
+    let bool = |b: bool| Cow::Owned(Value::Bool(b));
     match e {
         CExpr::Lit(v) => Cow::Borrowed(v),
-        CExpr::Field(p) => field(cx.fields, p),
-        CExpr::Exists(p) => Cow::Owned(Value::Bool(lookup(cx.fields, p).is_some())),
-        CExpr::StepField(i, p) => match cx.steps.get(*i).copied().flatten() {
-            Some(s) => field(s.last, p),
-            None => Cow::Borrowed(&NULL),
-        },
+        CExpr::Field(_) | CExpr::StepField(..) => operand(e, cx).into_value(),
+        CExpr::Exists(p) => bool(cx.fields.and_then(|d| lookup_node(d.root(), p)).is_some()),
         CExpr::StepCount(i) => match cx.steps.get(*i).copied().flatten() {
             Some(s) => Cow::Owned(Value::from(s.count as u64)),
             None => Cow::Owned(Value::from(0)),
         },
         CExpr::Agg(i) => cx.aggs.get(*i).map_or(Cow::Borrowed(&NULL), Cow::Borrowed),
-        CExpr::Call(f, arg) => Cow::Owned(call(*f, &eval(arg, cx))),
-        CExpr::Neg(a) => Cow::Owned(match eval(a, cx).as_f64() {
-            Some(x) => num(-x),
-            None => Value::Null,
+        CExpr::Call(f, arg) => Cow::Owned(call(*f, operand(arg, cx))),
+        CExpr::Neg(a) => Cow::Owned(match operand(a, cx).view() {
+            View::Num(x) => num(-x),
+            _ => Value::Null,
         }),
         CExpr::Arith(op, a, b) => {
-            let (x, y) = (eval(a, cx), eval(b, cx));
-            Cow::Owned(match (x.as_ref(), y.as_ref()) {
-                (Value::Number(x), Value::Number(y)) => arith(*op, x.as_f64(), y.as_f64()),
+            let (x, y) = (operand(a, cx), operand(b, cx));
+            Cow::Owned(match (x.view(), y.view()) {
+                (View::Num(x), View::Num(y)) => arith(*op, Some(x), Some(y)),
                 _ => Value::Null,
             })
         }
-        CExpr::Cmp(op, a, b) => Cow::Owned(Value::Bool(compare(*op, &eval(a, cx), &eval(b, cx)))),
-        CExpr::IsNull(a, negated) => {
-            let is_null = eval(a, cx).is_null();
-            Cow::Owned(Value::Bool(is_null != *negated))
-        }
+        CExpr::Cmp(..) | CExpr::And(..) | CExpr::Or(..) | CExpr::Not(_) => bool(test(e, cx)),
+        CExpr::IsNull(a, negated) => bool(operand(a, cx).view().is_null() != *negated),
         CExpr::In(a, l, negated) => {
-            let x = eval(a, cx);
-            let list = eval(l, cx);
-            let r = match (x.as_ref(), list.as_ref()) {
-                (Value::Null, _) => false,
-                (x, Value::Array(items)) => items.iter().any(|i| json_eq(x, i)) != *negated,
-                _ => false,
-            };
-            Cow::Owned(Value::Bool(r))
+            let (x, list) = (operand(a, cx), operand(l, cx));
+            let (x, list) = (x.view(), list.view());
+            bool(!x.is_null() && list.is_array() && list.array_has(x) != *negated)
         }
-        CExpr::Matches(a, re) => Cow::Owned(Value::Bool(match eval(a, cx).as_ref() {
-            Value::String(s) => re.is_match(s),
+        CExpr::Matches(a, re) => bool(match operand(a, cx).view() {
+            View::Str(s) => re.is_match(s),
             _ => false,
-        })),
+        }),
         CExpr::Str(op, a, b) => {
-            let (x, y) = (eval(a, cx), eval(b, cx));
-            let r = match (op, x.as_ref(), y.as_ref()) {
-                (_, Value::Null, _) | (_, _, Value::Null) => false,
-                (StrOp::Contains, Value::String(s), Value::String(t)) => s.contains(t.as_str()),
-                (StrOp::Contains, Value::Array(items), y) => items.iter().any(|i| json_eq(i, y)),
-                (StrOp::StartsWith, Value::String(s), Value::String(t)) => {
-                    s.starts_with(t.as_str())
-                }
-                (StrOp::EndsWith, Value::String(s), Value::String(t)) => s.ends_with(t.as_str()),
+            let (x, y) = (operand(a, cx), operand(b, cx));
+            bool(match (op, x.view(), y.view()) {
+                (_, View::Null, _) | (_, _, View::Null) => false,
+                (StrOp::Contains, View::Str(s), View::Str(t)) => s.contains(t),
+                (StrOp::Contains, x, y) => x.array_has(y),
+                (StrOp::StartsWith, View::Str(s), View::Str(t)) => s.starts_with(t),
+                (StrOp::EndsWith, View::Str(s), View::Str(t)) => s.ends_with(t),
                 _ => false,
-            };
-            Cow::Owned(Value::Bool(r))
+            })
         }
-        CExpr::And(a, b) => Cow::Owned(Value::Bool(test(a, cx) && test(b, cx))),
-        CExpr::Or(a, b) => Cow::Owned(Value::Bool(test(a, cx) || test(b, cx))),
-        CExpr::Not(a) => Cow::Owned(Value::Bool(!test(a, cx))),
     }
-}
-
-fn field<'a>(root: &'a Value, p: &FieldPath) -> Cow<'a, Value> {
-    Cow::Borrowed(lookup(root, p).unwrap_or(&NULL))
 }
 
 fn arith(op: ArithOp, x: Option<f64>, y: Option<f64>) -> Value {
@@ -196,26 +355,20 @@ fn arith(op: ArithOp, x: Option<f64>, y: Option<f64>) -> Value {
     if r.is_finite() { num(r) } else { Value::Null }
 }
 
-fn compare(op: CmpOp, a: &Value, b: &Value) -> bool {
+fn compare(op: CmpOp, a: View, b: View) -> bool {
     if a.is_null() || b.is_null() {
         return false;
     }
     match op {
-        CmpOp::Eq => json_eq(a, b),
-        CmpOp::Ne => !json_eq(a, b),
+        CmpOp::Eq => view_eq(a, b),
+        CmpOp::Ne => !view_eq(a, b),
         _ => {
             let ord = match (a, b) {
-                (Value::Number(x), Value::Number(y)) => {
-                    match x
-                        .as_f64()
-                        .zip(y.as_f64())
-                        .and_then(|(x, y)| x.partial_cmp(&y))
-                    {
-                        Some(o) => o,
-                        None => return false,
-                    }
-                }
-                (Value::String(x), Value::String(y)) => x.as_bytes().cmp(y.as_bytes()),
+                (View::Num(x), View::Num(y)) => match x.partial_cmp(&y) {
+                    Some(o) => o,
+                    None => return false,
+                },
+                (View::Str(x), View::Str(y)) => x.as_bytes().cmp(y.as_bytes()),
                 _ => return false,
             };
             match op {
@@ -229,22 +382,30 @@ fn compare(op: CmpOp, a: &Value, b: &Value) -> bool {
     }
 }
 
-fn call(f: Func, v: &Value) -> Value {
+fn call(f: Func, arg: Operand) -> Value {
+    let v = arg.view();
     match (f, v) {
-        (Func::Lower, Value::String(s)) => Value::String(s.to_lowercase()),
-        (Func::Upper, Value::String(s)) => Value::String(s.to_uppercase()),
-        (Func::Len, Value::String(s)) => Value::from(s.chars().count() as u64),
-        (Func::Len, Value::Array(a)) => Value::from(a.len() as u64),
-        (Func::Len, Value::Object(o)) => Value::from(o.len() as u64),
-        (Func::Number, Value::Number(_)) => v.clone(),
-        (Func::Number, Value::String(s)) => parse_json_number(s).map_or(Value::Null, num),
-        (Func::String, Value::String(_)) => v.clone(),
-        (Func::String, Value::Number(n)) => {
-            Value::String(n.as_f64().map_or_else(String::new, json::number_text))
+        (Func::Lower, View::Str(s)) => Value::String(s.to_lowercase()),
+        (Func::Upper, View::Str(s)) => Value::String(s.to_uppercase()),
+        (Func::Len, View::Str(s)) => Value::from(s.chars().count() as u64),
+        (Func::Len, View::Node(_) | View::Json(_)) => match v.container().as_deref() {
+            Some(Value::Array(a)) => Value::from(a.len() as u64),
+            Some(Value::Object(o)) => Value::from(o.len() as u64),
+            _ => Value::Null,
+        },
+        // The number itself, exactly as read (an integer stays one).
+        (Func::Number, View::Num(_)) | (Func::String, View::Str(_)) => {
+            arg.into_value().into_owned()
         }
-        (Func::String, Value::Bool(b)) => Value::String(b.to_string()),
-        (Func::String, Value::Array(_) | Value::Object(_)) => Value::String(json::compact(v)),
-        (Func::Abs, Value::Number(n)) => n.as_f64().map_or(Value::Null, |x| num(x.abs())),
+        (Func::Number, View::Str(s)) => parse_json_number(s).map_or(Value::Null, num),
+        (Func::String, View::Num(x)) => Value::String(json::number_text(x)),
+        (Func::String, View::Bool(b)) => Value::String(b.to_string()),
+        (Func::String, View::Node(_) | View::Json(_)) => {
+            let mut out = String::new();
+            v.write_compact(&mut out);
+            Value::String(out)
+        }
+        (Func::Abs, View::Num(x)) => num(x.abs()),
         _ => Value::Null,
     }
 }
@@ -344,10 +505,12 @@ mod tests {
     fn ordering_needs_same_types() {
         let n = |x: f64| num(x);
         let s = |x: &str| Value::String(x.into());
-        assert!(compare(CmpOp::Lt, &n(5.0), &n(10.0)));
-        assert!(!compare(CmpOp::Lt, &s("5"), &n(10.0)));
-        assert!(compare(CmpOp::Ge, &s("n"), &s("m")));
-        assert!(!compare(CmpOp::Eq, &Value::Null, &Value::Null));
-        assert!(compare(CmpOp::Eq, &n(1.0), &serde_json::json!(1)));
+        let one = serde_json::json!(1);
+        let c = |op, a: &Value, b: &Value| compare(op, View::of_value(a), View::of_value(b));
+        assert!(c(CmpOp::Lt, &n(5.0), &n(10.0)));
+        assert!(!c(CmpOp::Lt, &s("5"), &n(10.0)));
+        assert!(c(CmpOp::Ge, &s("n"), &s("m")));
+        assert!(!c(CmpOp::Eq, &Value::Null, &Value::Null));
+        assert!(c(CmpOp::Eq, &n(1.0), &one));
     }
 }

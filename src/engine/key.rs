@@ -5,10 +5,8 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
-
-use super::expr::{Ctx, eval};
-use crate::event::json;
+use super::expr::{Ctx, write_compact};
+use crate::event::{Doc, json};
 use crate::lang::program::KeyExpr;
 
 /// Hash maps of the engine: keys come from event fields (attacker-chosen),
@@ -21,14 +19,14 @@ pub type Key = Arc<str>;
 
 /// The key of an event, or `None` when a key expression is null (the event is
 /// then not evaluated by the rule: `key_missing`).
-pub fn key_of(exprs: &[KeyExpr], fields: &Value) -> Option<Key> {
+pub fn key_of(exprs: &[KeyExpr], fields: &Doc) -> Option<Key> {
     let mut out = String::with_capacity(2 + 16 * exprs.len());
     key_into(exprs, fields, &mut out).then(|| Arc::from(out))
 }
 
 /// Writes the key text into `out` (cleared first); `false` when a key
 /// expression is null.
-pub fn key_into(exprs: &[KeyExpr], fields: &Value, out: &mut String) -> bool {
+pub fn key_into(exprs: &[KeyExpr], fields: &Doc, out: &mut String) -> bool {
     out.clear();
     if exprs.is_empty() {
         out.push_str("{}");
@@ -37,16 +35,14 @@ pub fn key_into(exprs: &[KeyExpr], fields: &Value, out: &mut String) -> bool {
     out.push('{');
     let cx = Ctx::event(fields);
     for (i, k) in exprs.iter().enumerate() {
-        let v = eval(&k.expr, &cx);
-        if v.is_null() {
-            return false;
-        }
         if i > 0 {
             out.push(',');
         }
         json::write_string(out, &k.name);
         out.push(':');
-        json::write_compact(out, &v);
+        if !write_compact(&k.expr, &cx, out) {
+            return false;
+        }
     }
     out.push('}');
     true

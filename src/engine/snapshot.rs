@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::event::{Event, EventTime};
+use crate::event::{Doc, Event, EventTime};
 
 /// An event as stored: its stream, time and input text (fields are parsed
 /// again from the text on restore).
@@ -23,17 +23,16 @@ impl EventSnap {
         EventSnap {
             stream: ev.stream.clone(),
             time: ev.time.0,
-            raw: ev.raw.to_string(),
+            raw: ev.raw().to_owned(),
         }
     }
 
     pub fn restore(&self) -> Option<Arc<Event>> {
-        let fields: Value = serde_json::from_str(&self.raw).ok()?;
+        let fields = Doc::parse(&self.raw).ok()?;
         Some(Arc::new(Event {
             stream: self.stream.clone(),
             time: EventTime(self.time),
             fields,
-            raw: self.raw.clone().into_boxed_str(),
         }))
     }
 }

@@ -9,13 +9,13 @@
 //! surrounding JSON white space trimmed. Events are totally ordered by
 //! [`Event::order_cmp`]: time first, then `raw` bytewise.
 
+pub mod doc;
 pub mod json;
 pub mod time;
 
 use std::cmp::Ordering;
 
-use serde_json::Value;
-
+pub use doc::{Doc, NodeRef};
 pub use time::{EventTime, TimeUnit};
 
 /// One decoded event. Cheap to share: the engine holds `Arc<Event>`.
@@ -25,10 +25,9 @@ pub struct Event {
     pub stream: String,
     /// Event time (or arrival time when configured and absent).
     pub time: EventTime,
-    /// The whole decoded object; always a [`Value::Object`].
-    pub fields: Value,
-    /// The input text, trimmed of surrounding JSON white space.
-    pub raw: Box<str>,
+    /// The whole decoded object (its root is always an object), which
+    /// holds the input text too.
+    pub fields: Doc,
 }
 
 impl Event {
@@ -36,17 +35,24 @@ impl Event {
     pub fn order_cmp(&self, other: &Event) -> Ordering {
         self.time
             .cmp(&other.time)
-            .then_with(|| self.raw.as_bytes().cmp(other.raw.as_bytes()))
+            .then_with(|| self.raw().as_bytes().cmp(other.raw().as_bytes()))
+    }
+
+    /// The input text, trimmed of surrounding JSON white space.
+    pub fn raw(&self) -> &str {
+        self.fields.input()
     }
 
     /// A top-level member of the event object.
-    pub fn get(&self, field: &str) -> Option<&Value> {
-        self.fields.get(field)
+    pub fn get(&self, field: &str) -> Option<NodeRef<'_>> {
+        self.fields.root().get(field)
     }
 
     /// The event object as compact canonical JSON (see [`json::compact`]).
     pub fn compact_json(&self) -> String {
-        json::compact(&self.fields)
+        let mut out = String::new();
+        self.fields.root().write_compact(&mut out);
+        out
     }
 }
 
@@ -59,8 +65,7 @@ mod tests {
         Event {
             stream: "s".into(),
             time: EventTime(time),
-            fields: serde_json::from_str(raw).expect("test json"),
-            raw: raw.into(),
+            fields: Doc::parse(raw).expect("test json"),
         }
     }
 
@@ -94,8 +99,8 @@ mod tests {
     #[test]
     fn accessors() {
         let e = ev(1, r#"{"type":"s","n":2.0,"u":"ü"}"#);
-        assert_eq!(e.get("n"), Some(&json!(2.0)));
-        assert_eq!(e.get("missing"), None);
+        assert_eq!(e.get("n").map(|n| n.to_value()), Some(json!(2.0)));
+        assert!(e.get("missing").is_none());
         assert_eq!(e.compact_json(), r#"{"type":"s","n":2,"u":"ü"}"#);
     }
 }

@@ -435,6 +435,22 @@ pub fn from_json(v: &Value, unit: TimeUnit) -> Result<EventTime, TimeError> {
     }
 }
 
+/// [`from_json`] on a value of a decoded event.
+pub fn from_node(v: super::NodeRef, unit: TimeUnit) -> Result<EventTime, TimeError> {
+    use super::doc::Node;
+    let n = match v.node() {
+        Node::Null => return Err(TimeError::Missing),
+        Node::Str { .. } => {
+            return parse_rfc3339(v.as_str().unwrap_or_default()).ok_or(TimeError::Bad);
+        }
+        Node::PosInt(n) => Number::from(n),
+        Node::NegInt(n) => Number::from(n),
+        Node::Float(x) => Number::from_f64(x).ok_or(TimeError::Bad)?,
+        Node::Bool(_) | Node::Array { .. } | Node::Object { .. } => return Err(TimeError::Bad),
+    };
+    from_number(&n, unit).ok_or(TimeError::Bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -95,7 +95,7 @@ impl Batch {
     ) -> Self {
         let record = crate::wal::Encoded::batch(
             source,
-            events.iter().map(|e| (e.time.0, &*e.raw)),
+            events.iter().map(|e| (e.time.0, e.raw())),
             offset.as_ref(),
             idempotent.as_ref(),
         );

@@ -247,7 +247,7 @@ impl SequenceOp {
                     }
                     let views = views_of(&c.bound);
                     let cx = Ctx {
-                        fields: &ev.fields,
+                        fields: Some(&ev.fields),
                         steps: &views,
                         aggs: &[],
                     };
@@ -471,7 +471,7 @@ impl Search<'_> {
                 test(
                     c,
                     &Ctx {
-                        fields: &ev.fields,
+                        fields: Some(&ev.fields),
                         steps: &views,
                         aggs: &[],
                     },
