@@ -15,6 +15,9 @@ use crate::event::{Event, EventTime};
 /// interchangeable; the arrival number only keeps both in the set.
 #[derive(Debug)]
 struct Held {
+    /// The event's time, kept here: most comparisons end with it, without
+    /// reading the event.
+    time: EventTime,
     ev: Arc<Event>,
     arrival: u64,
 }
@@ -32,8 +35,9 @@ impl PartialOrd for Held {
 }
 impl Ord for Held {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.ev
-            .order_cmp(&other.ev)
+        self.time
+            .cmp(&other.time)
+            .then_with(|| self.ev.order_cmp(&other.ev))
             .then(self.arrival.cmp(&other.arrival))
     }
 }
@@ -92,6 +96,7 @@ impl Sequencer {
         }
         self.arrivals += 1;
         self.held.insert(Held {
+            time: ev.time,
             ev,
             arrival: self.arrivals,
         });
@@ -109,7 +114,7 @@ impl Sequencer {
     pub fn next_ready(&self) -> Option<EventTime> {
         self.held
             .first()
-            .map(|h| h.ev.time)
+            .map(|h| h.time)
             .filter(|&t| t < self.watermark)
     }
 
@@ -150,6 +155,7 @@ impl Sequencer {
             if let Some(ev) = e.restore() {
                 self.arrivals += 1;
                 self.held.insert(Held {
+                    time: ev.time,
                     ev,
                     arrival: self.arrivals,
                 });

@@ -44,10 +44,11 @@ pub enum Node {
         end: u32,
     },
     /// `len` members (name node, then value) follow; the next node after
-    /// them is at `end`.
+    /// them is at `end`. `unique`: no member name repeats.
     Object {
         len: u32,
         end: u32,
+        unique: bool,
     },
 }
 
@@ -81,8 +82,7 @@ impl Doc {
     pub fn parse(input: &str) -> Result<Doc, DocError> {
         let input_len = u32::try_from(input.len()).map_err(|_| DocError::TooLong)?;
         let mut tape = Tape {
-            base: input.as_ptr() as usize,
-            input_len: input.len(),
+            input,
             nodes: Vec::with_capacity(16 + input.len() / 12),
             extra: String::new(),
         };
@@ -200,10 +200,14 @@ impl<'a> NodeRef<'a> {
 
     /// An object's member; of repeated names, the last (as in `Value`).
     pub fn get(&self, name: &str) -> Option<NodeRef<'a>> {
+        let unique = matches!(self.node(), Node::Object { unique: true, .. });
         let mut found = None;
         for (n, v) in self.members() {
             if n.len() == name.len() && n == name {
                 found = Some(v);
+                if unique {
+                    break;
+                }
             }
         }
         found
@@ -259,20 +263,20 @@ impl<'a> NodeRef<'a> {
 }
 
 /// The tape being built.
-struct Tape {
-    /// Address and length of the input: a borrowed string's offset is its
-    /// address minus `base`.
-    base: usize,
-    input_len: usize,
+struct Tape<'i> {
+    /// The text being parsed: a borrowed string's offset is its address
+    /// minus the input's.
+    input: &'i str,
     nodes: Vec<Node>,
     /// Unescaped strings, placed after the input in the document's text.
     extra: String,
 }
 
-impl Tape {
+impl Tape<'_> {
     fn borrowed(&mut self, s: &str) -> Node {
-        let at = (s.as_ptr() as usize).wrapping_sub(self.base);
-        if at <= self.input_len && s.len() <= self.input_len - at {
+        let at = (s.as_ptr() as usize).wrapping_sub(self.input.as_ptr() as usize);
+        let n = self.input.len();
+        if at <= n && s.len() <= n - at {
             // Inside the input (lengths are checked against u32 at the end).
             Node::Str {
                 at: at as u32,
@@ -284,12 +288,50 @@ impl Tape {
     }
 
     fn copied(&mut self, s: &str) -> Node {
-        let at = self.input_len + self.extra.len();
+        let at = self.input.len() + self.extra.len();
         self.extra.push_str(s);
         Node::Str {
             at: u32::try_from(at).unwrap_or(u32::MAX),
             len: u32::try_from(s.len()).unwrap_or(u32::MAX),
         }
+    }
+
+    /// The bytes of the string node at `at` (empty for any other node).
+    fn name(&self, at: usize) -> &[u8] {
+        let Node::Str { at: start, len } = self.nodes[at] else {
+            return &[];
+        };
+        let (start, len) = (start as usize, len as usize);
+        let (text, start) = match start.checked_sub(self.input.len()) {
+            Some(e) => (self.extra.as_bytes(), e),
+            None => (self.input.as_bytes(), start),
+        };
+        text.get(start..start + len).unwrap_or_default()
+    }
+
+    /// A 6-bit hash of a member name, to spot names that may repeat.
+    fn name_bit(&self, at: usize) -> u64 {
+        let b = self.name(at);
+        let first = u32::from(b.first().copied().unwrap_or(0));
+        let last = u32::from(b.last().copied().unwrap_or(0));
+        let h = (b.len() as u32).wrapping_mul(131) ^ first.wrapping_mul(31) ^ last.wrapping_mul(7);
+        1 << (h & 63)
+    }
+
+    /// Whether the name at `name_at` repeats a name before it in the object
+    /// whose node is at `object`.
+    fn repeats(&self, object: usize, name_at: usize) -> bool {
+        let mut i = object + 1;
+        while i < name_at {
+            if self.name(i) == self.name(name_at) {
+                return true;
+            }
+            i = match self.nodes[i + 1] {
+                Node::Array { end, .. } | Node::Object { end, .. } => end as usize,
+                _ => i + 2,
+            };
+        }
+        false
     }
 
     fn here(&self) -> u32 {
@@ -298,9 +340,9 @@ impl Tape {
 }
 
 /// Deserializes one value onto the tape.
-struct NodeSeed<'t>(&'t mut Tape);
+struct NodeSeed<'t, 'i>(&'t mut Tape<'i>);
 
-impl<'de> DeserializeSeed<'de> for NodeSeed<'_> {
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_, '_> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -309,9 +351,9 @@ impl<'de> DeserializeSeed<'de> for NodeSeed<'_> {
 }
 
 /// Deserializes a member name onto the tape.
-struct NameSeed<'t>(&'t mut Tape);
+struct NameSeed<'t, 'i>(&'t mut Tape<'i>);
 
-impl<'de> DeserializeSeed<'de> for NameSeed<'_> {
+impl<'de> DeserializeSeed<'de> for NameSeed<'_, '_> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -319,7 +361,7 @@ impl<'de> DeserializeSeed<'de> for NameSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for NameSeed<'_> {
+impl<'de> Visitor<'de> for NameSeed<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -339,7 +381,7 @@ impl<'de> Visitor<'de> for NameSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for NodeSeed<'_> {
+impl<'de> Visitor<'de> for NodeSeed<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -414,14 +456,27 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let tape = self.0;
         let at = tape.nodes.len();
-        tape.nodes.push(Node::Object { len: 0, end: 0 });
+        tape.nodes.push(Node::Object {
+            len: 0,
+            end: 0,
+            unique: true,
+        });
         let mut len = 0u32;
+        // A bit per name hash: only a name whose bit is taken is compared
+        // with the names before it.
+        let (mut seen, mut unique) = (0u64, true);
         while map.next_key_seed(NameSeed(tape))?.is_some() {
+            if unique {
+                let name_at = tape.nodes.len() - 1;
+                let bit = tape.name_bit(name_at);
+                unique = seen & bit == 0 || !tape.repeats(at, name_at);
+                seen |= bit;
+            }
             map.next_value_seed(NodeSeed(tape))?;
             len += 1;
         }
         let end = tape.here();
-        tape.nodes[at] = Node::Object { len, end };
+        tape.nodes[at] = Node::Object { len, end, unique };
         Ok(())
     }
 }
@@ -502,6 +557,29 @@ mod tests {
             d.input(),
             r#"{"n":1,"m":{"k":"x","k":"y"},"n":2,"a":[10,[20,21],{"q":true}]}"#
         );
+    }
+
+    /// Objects know whether a name repeats (look-ups then stop at the first
+    /// match): names that share a hash bit are compared, nested values in
+    /// between are skipped, unescaped names count by their text.
+    #[test]
+    fn objects_know_whether_names_repeat() {
+        let unique = |text: &str| match Doc::parse(text).expect("parses").root().node() {
+            Node::Object { unique, .. } => unique,
+            other => panic!("{other:?}"),
+        };
+        let many: String = format!(
+            "{{{}}}",
+            (0..200)
+                .map(|i| format!("\"k{i}\":{{\"k{i}\":[{i}]}}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert!(unique(&many));
+        assert!(unique(r#"{"ab":1,"ba":2,"a":{"a":1},"b":[{"a":2}]}"#));
+        assert!(!unique(r#"{"a":{"x":1,"y":[1,2]},"b":2,"a":3}"#));
+        assert!(!unique(r#"{"a\u0062":1,"ab":2}"#));
+        assert!(!unique(&format!("{},\"k7\":0}}", &many[..many.len() - 1])));
     }
 
     #[test]

@@ -530,12 +530,27 @@ impl Search<'_> {
             Some(n) if pi == m => {
                 // The last positive step ends at `e`, the event that first
                 // brings its count to the minimum: exactly `n` events.
-                let set: Vec<usize> = (start..=self.end)
-                    .filter(|&i| (pi != 0 || self.time(i) >= self.lo_time) && self.qualifies(s, i))
-                    .collect();
-                if set.last() != Some(&self.end) || set.len() as u64 != n {
+                let fits = |i: usize| {
+                    (pi != 0 || self.time(i) >= self.lo_time) && self.qualifies(s, i)
+                };
+                // Counted before anything is collected: most events end
+                // no match.
+                if !fits(self.end) {
                     return false;
                 }
+                let mut count = 0u64;
+                for i in start..=self.end {
+                    if fits(i) {
+                        count += 1;
+                        if count > n {
+                            return false;
+                        }
+                    }
+                }
+                if count != n {
+                    return false;
+                }
+                let set: Vec<usize> = (start..=self.end).filter(|&i| fits(i)).collect();
                 if let Some(l) = lower
                     && self.neg_blocked(pi, l, set[0])
                 {
