@@ -199,16 +199,31 @@ impl<'a> NodeRef<'a> {
     }
 
     /// An object's member; of repeated names, the last (as in `Value`).
+    /// Walks the tape directly: a name of another length costs one load.
     pub fn get(&self, name: &str) -> Option<NodeRef<'a>> {
-        let unique = matches!(self.node(), Node::Object { unique: true, .. });
+        let Node::Object { len, unique, .. } = self.node() else {
+            return None;
+        };
+        let (nodes, text) = (&self.doc.nodes, self.doc.text.as_bytes());
+        let mut at = self.at as usize + 1;
         let mut found = None;
-        for (n, v) in self.members() {
-            if n.len() == name.len() && n == name {
-                found = Some(v);
+        for _ in 0..len {
+            if let Node::Str { at: s, len: l } = nodes[at]
+                && l as usize == name.len()
+                && text.get(s as usize..(s + l) as usize) == Some(name.as_bytes())
+            {
+                found = Some(NodeRef {
+                    doc: self.doc,
+                    at: at as u32 + 1,
+                });
                 if unique {
                     break;
                 }
             }
+            at = match nodes[at + 1] {
+                Node::Array { end, .. } | Node::Object { end, .. } => end as usize,
+                _ => at + 2,
+            };
         }
         found
     }

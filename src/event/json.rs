@@ -37,6 +37,16 @@ pub fn number_text(n: f64) -> String {
 pub fn write_string(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
+    // Most strings need no escape: one pass the compiler vectorises.
+    if !s
+        .as_bytes()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in s.as_bytes().iter().enumerate() {
         let short: &str = match b {

@@ -530,9 +530,8 @@ impl Search<'_> {
             Some(n) if pi == m => {
                 // The last positive step ends at `e`, the event that first
                 // brings its count to the minimum: exactly `n` events.
-                let fits = |i: usize| {
-                    (pi != 0 || self.time(i) >= self.lo_time) && self.qualifies(s, i)
-                };
+                let fits =
+                    |i: usize| (pi != 0 || self.time(i) >= self.lo_time) && self.qualifies(s, i);
                 // Counted before anything is collected: most events end
                 // no match.
                 if !fits(self.end) {
