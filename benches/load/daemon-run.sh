@@ -14,6 +14,9 @@
 #            $BENCH/state, daemon log in $BENCH/daemon.log
 #   PORT     the daemon's HTTP port (default 18080)
 #   BATCH    events per request (default 1000)
+#   LOADGEN  wrk (default: benches/load/post_events.lua) or rust
+#            (benches/load/loadgen.rs, the same requests for a tenth of the
+#            CPU; built by `cargo bench`, so run the script where cargo is)
 # The config is copied with its state_dir, port and rules path rewritten,
 # so runs with other BENCH/PORT values do not collide.
 #
@@ -39,8 +42,13 @@ until curl -sf "127.0.0.1:$PORT/readyz" > /dev/null; do sleep 0.2; done
 # CPU seconds (user + system) the daemon has used so far.
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$PID/stat"; }
 CPU0=$(cpu)
-wrk -t1 -c"$1" -d"$2" --latency -s benches/load/post_events.lua \
-    "http://127.0.0.1:$PORT/v1/events" -- /tmp/tocsin-bench/mixed.ndjson "${BATCH:-1000}" 1 "${3:-0.25}" "${4:-0}"
+if [ "${LOADGEN:-wrk}" = rust ]; then
+  cargo bench -q --bench loadgen -- "http://127.0.0.1:$PORT/v1/events" /tmp/tocsin-bench/mixed.ndjson \
+      "$1" "$2" --batch "${BATCH:-1000}" --ms-per-event "${3:-0.25}" --rate "${4:-0}"
+else
+  wrk -t1 -c"$1" -d"$2" --latency -s benches/load/post_events.lua \
+      "http://127.0.0.1:$PORT/v1/events" -- /tmp/tocsin-bench/mixed.ndjson "${BATCH:-1000}" 1 "${3:-0.25}" "${4:-0}"
+fi
 curl -s "127.0.0.1:$PORT/metrics" \
     | grep -E '^tocsin_events_(received|late|rejected)_total|^tocsin_rule_keys' || true
 echo "daemon $(grep -E 'VmHWM' /proc/$PID/status | tr -s ' \t' ' ')"

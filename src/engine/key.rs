@@ -3,8 +3,6 @@
 //! identity (`1` and `1.0` are one key), its timer order and its `key`
 //! object in alerts.
 
-use std::sync::Arc;
-
 use super::expr::{Ctx, write_compact};
 use crate::event::{Doc, json};
 use crate::lang::program::KeyExpr;
@@ -14,14 +12,18 @@ use crate::lang::program::KeyExpr;
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A key as compact JSON text, e.g. `{"user":"alice"}`; `{}` for no key.
-/// Ordered bytewise, as timers at one instant must be.
-pub type Key = Arc<str>;
+/// Ordered bytewise, as timers at one instant must be. Keys of up to 23
+/// bytes are held inline (most are: `{"user":"user-0028581"}`), so a key
+/// table's look-up compares the text in the table's own memory instead of
+/// following a pointer; longer ones are shared (`Arc<str>`) and clone
+/// without copying.
+pub type Key = smol_str::SmolStr;
 
 /// The key of an event, or `None` when a key expression is null (the event is
 /// then not evaluated by the rule: `key_missing`).
 pub fn key_of(exprs: &[KeyExpr], fields: &Doc) -> Option<Key> {
     let mut out = String::with_capacity(2 + 16 * exprs.len());
-    key_into(exprs, fields, &mut out).then(|| Arc::from(out))
+    key_into(exprs, fields, &mut out).then(|| Key::from(out))
 }
 
 /// Writes the key text into `out` (cleared first); `false` when a key

@@ -9,7 +9,6 @@
 //! on the single-partition topic `<group>.by-global`.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use crate::event::Event;
 use crate::lang::Program;
@@ -48,7 +47,7 @@ impl KeyGroup {
     /// The message key of an event (the rule key as compact JSON text, e.g.
     /// `{"service":"api"}`), or `None` when a key expression is null: the
     /// rules skip the event (`key_missing`), so it is not published.
-    pub fn key_of(&self, ev: &Event) -> Option<Arc<str>> {
+    pub fn key_of(&self, ev: &Event) -> Option<crate::engine::Key> {
         crate::engine::key::key_of(&self.key, &ev.fields)
     }
 

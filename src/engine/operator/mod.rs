@@ -44,7 +44,7 @@ pub(super) fn slot<'m, V>(
     match map.entry_ref(text) {
         hashbrown::hash_map::EntryRef::Occupied(o) => (o.key().clone(), o.into_mut(), false),
         hashbrown::hash_map::EntryRef::Vacant(v) => {
-            let k: Key = Arc::from(text);
+            let k = Key::new(text);
             (k.clone(), v.insert_with_key(k, init()), true)
         }
     }
