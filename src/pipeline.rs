@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::alert::{Alert, AlertStage};
-use crate::engine::{Engine, Match};
+use crate::engine::{Engine, Match, Prepared};
 use crate::event::{Event, EventTime};
 use crate::lang::Program;
 use crate::sequencer::{Late, Sequencer};
@@ -119,7 +119,19 @@ impl Pipeline {
 
     /// Offers one decoded event; alerts it makes due are appended to `out`.
     pub fn push(&mut self, ev: Event, out: &mut impl AlertSink) -> Result<(), Late> {
-        match self.sequencer.offer(Arc::new(ev)) {
+        self.push_prepared(ev, None, out)
+    }
+
+    /// [`Pipeline::push`] with what a source thread prepared for the event
+    /// ([`crate::engine::Preparer`]); the engine uses it if it was prepared
+    /// for the rules it runs.
+    pub fn push_prepared(
+        &mut self,
+        ev: Event,
+        prep: Option<Prepared>,
+        out: &mut impl AlertSink,
+    ) -> Result<(), Late> {
+        match self.sequencer.offer_prepared(Arc::new(ev), prep) {
             Ok(()) => {
                 self.drain(out);
                 Ok(())
@@ -152,8 +164,9 @@ impl Pipeline {
             match (ev_t, timer_t) {
                 (Some(e), Some(t)) if t < e => self.engine.fire_timers(t, &mut self.matches),
                 (Some(_), _) => {
-                    if let Some(ev) = self.sequencer.pop_ready() {
-                        self.engine.on_event(&ev, &mut self.matches);
+                    if let Some((ev, prep)) = self.sequencer.pop_ready_prepared() {
+                        self.engine
+                            .on_prepared(&ev, prep.as_ref(), &mut self.matches);
                         if let Some(r) = &mut self.released {
                             r.push(ev);
                         }

@@ -9,6 +9,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::engine::Prepared;
 use crate::event::{Event, EventTime};
 
 /// An event waiting for the watermark. Equal time and text are
@@ -20,6 +21,8 @@ struct Held {
     time: EventTime,
     ev: Arc<Event>,
     arrival: u64,
+    /// What a source thread prepared for the engine, if it did.
+    prep: Option<Prepared>,
 }
 
 impl PartialEq for Held {
@@ -85,6 +88,12 @@ impl Sequencer {
 
     /// Accepts an event, or refuses it as late (`ts < W`).
     pub fn offer(&mut self, ev: Arc<Event>) -> Result<(), Late> {
+        self.offer_prepared(ev, None)
+    }
+
+    /// [`Sequencer::offer`] with what was prepared for the engine, handed
+    /// back with the event by [`Sequencer::pop_ready_prepared`].
+    pub fn offer_prepared(&mut self, ev: Arc<Event>, prep: Option<Prepared>) -> Result<(), Late> {
         if ev.time < self.watermark {
             return Err(Late {
                 watermark: self.watermark,
@@ -99,6 +108,7 @@ impl Sequencer {
             time: ev.time,
             ev,
             arrival: self.arrivals,
+            prep,
         });
         Ok(())
     }
@@ -120,8 +130,13 @@ impl Sequencer {
 
     /// Releases the next ready event, in event order.
     pub fn pop_ready(&mut self) -> Option<Arc<Event>> {
+        self.pop_ready_prepared().map(|(ev, _)| ev)
+    }
+
+    /// [`Sequencer::pop_ready`], with what was prepared for the event.
+    pub fn pop_ready_prepared(&mut self) -> Option<(Arc<Event>, Option<Prepared>)> {
         self.next_ready()?;
-        self.held.pop_first().map(|h| h.ev)
+        self.held.pop_first().map(|h| (h.ev, h.prep))
     }
 }
 
@@ -158,6 +173,7 @@ impl Sequencer {
                     time: ev.time,
                     ev,
                     arrival: self.arrivals,
+                    prep: None,
                 });
             }
         }

@@ -26,6 +26,7 @@ fn with_backlog(tx: mpsc::Sender<EngineMsg>, backlog: Arc<Backlog>) -> Ingest {
         tx,
         backlog,
         rejects: Default::default(),
+        preparer: Default::default(),
     }
 }
 

@@ -79,6 +79,7 @@ fn start(cfg: FileSourceConfig, resume: Vec<FileOffset>) -> Source {
         tx,
         backlog: Arc::new(tocsin::source::Backlog::new(1 << 20)),
         rejects: Default::default(),
+        preparer: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(run(cfg, ingest, resume, shutdown.clone()));

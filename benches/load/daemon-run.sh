@@ -31,6 +31,12 @@ D=${BENCH:-/tmp/tocsin-bench}
 PORT=${PORT:-18080}
 CONFIG=${CONFIG:-benches/load/daemon.yaml}
 TOCSIN=${TOCSIN:-${CARGO_TARGET_DIR:-target}/release/tocsin}
+# A daemon still answering on the port (an earlier run draining a big
+# state) would be measured instead of this one.
+if curl -sf "127.0.0.1:$PORT/readyz" > /dev/null; then
+  echo "port $PORT is busy: another daemon is still running" >&2
+  exit 1
+fi
 rm -rf "$D/state" && mkdir -p "$D/state"
 RULES=$(sed -n 's/^rules: *//p' "$CONFIG")
 RULES=$(realpath "$(dirname "$CONFIG")/$RULES")
@@ -55,6 +61,11 @@ echo "daemon $(grep -E 'VmHWM' /proc/$PID/status | tr -s ' \t' ' ')"
 # CPU per received event: unlike events/s, not skewed by other processes
 # taking the cores (the load average of the machine is printed with it).
 RECEIVED=$(curl -s "127.0.0.1:$PORT/metrics" | awk '/^tocsin_events_received_total/ { n += $2 } END { print n + 0 }')
+# Evaluated = received and on time (late events are acknowledged, logged and
+# counted, but not evaluated): the figure that shows what the engine did.
+LATE=$(curl -s "127.0.0.1:$PORT/metrics" | awk '/^tocsin_events_late_total/ { n += $2 } END { print n + 0 }')
+awk -v r="$RECEIVED" -v l="$LATE" -v d="${2%s}" \
+    'BEGIN { printf "evaluated events/s ((received - late) / duration): %.0f\n", (r - l) / d }'
 awk -v a="$CPU0" -v b="$(cpu)" -v n="$RECEIVED" -v l="$(cut -d' ' -f1-3 /proc/loadavg)" \
     'BEGIN { printf "daemon cpu: %.2f s for %d events, %.2f us/event (load average %s)\n", b - a, n, n ? (b - a) * 1e6 / n : 0, l }'
 du -sh "$D/state" | sed 's/^/state dir: /'

@@ -42,6 +42,8 @@ pub enum Logged {
         lsn: u64,
         source: Arc<str>,
         events: Vec<Event>,
+        /// What the source prepared for each event (empty: nothing).
+        prepared: Vec<crate::engine::Prepared>,
         offset: Option<FileOffset>,
     },
     /// An idle advance of the watermark, in the log at `lsn`.
@@ -139,6 +141,7 @@ pub fn run(
                 lsn,
                 source,
                 events,
+                prepared,
                 offset,
             } => {
                 evaluated = lsn;
@@ -147,12 +150,14 @@ pub fn run(
                 }
                 let (mut accepted, mut late) = (0, 0);
                 let n = events.len();
+                let mut prepared = prepared.into_iter();
                 for ev in events {
+                    let prep = prepared.next();
                     // The text is kept only for an event behind the
                     // watermark (the sequencer's "late"), not copied for all.
                     let late_raw = (late_log.is_on() && ev.time < pipeline.watermark())
                         .then(|| Box::<str>::from(ev.raw()));
-                    match pipeline.push(ev, &mut alerts) {
+                    match pipeline.push_prepared(ev, prep, &mut alerts) {
                         Ok(()) => accepted += 1,
                         Err(_) => {
                             late += 1;
@@ -215,6 +220,7 @@ pub fn run(
             }
             Logged::Reload { program, done } => {
                 pipeline.reload(&program);
+                shared.preparer.set(pipeline.engine().preparer());
                 tracing::info!(rules = program.rules.len(), "Rules reloaded");
                 last_view = Instant::now() - Duration::from_secs(10);
                 let _ = done.send(());

@@ -163,6 +163,7 @@ fn logged(msg: EngineMsg, lsn: Option<u64>) -> Option<Logged> {
             lsn: lsn?,
             source: b.source,
             events: b.events,
+            prepared: b.prepared,
             offset: b.offset,
         },
         EngineMsg::IdleAdvance(to) => Logged::Watermark { lsn: lsn?, to },

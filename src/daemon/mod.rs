@@ -116,6 +116,9 @@ pub struct Shared {
     pub outbox: Arc<Outbox>,
     /// The last rejected inputs per source (written by the sources).
     pub rejects: Arc<crate::source::RejectSamples>,
+    /// The running rules' stateless part, for the sources to prepare
+    /// batches with (swapped by the engine thread on reload).
+    pub preparer: Arc<crate::source::PreparerSlot>,
     /// Late events per source (the metric has no source label).
     late: Mutex<std::collections::BTreeMap<String, u64>>,
     /// The engine's watermark in ms, `i64::MIN` before the first event.
@@ -305,6 +308,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         last_checkpoint: AtomicI64::new(0),
         outbox: outbox.clone(),
         rejects: Arc::new(crate::source::RejectSamples::default()),
+        preparer: Arc::new(crate::source::PreparerSlot::default()),
         late: Mutex::new(std::collections::BTreeMap::new()),
         watermark: AtomicI64::new(i64::MIN),
         last_alert: Mutex::new(std::collections::HashMap::new()),
@@ -356,6 +360,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         offsets,
         previous_checkpoint_lsn,
     } = recovered.durable;
+    // Sources prepare batches for the recovered rules from the first one.
+    shared.preparer.set(pipeline.engine().preparer());
     let (logged_tx, logged_rx) = std::sync::mpsc::sync_channel(ENGINE_QUEUE);
     let backlog = Arc::new(crate::source::Backlog::new(ENGINE_BACKLOG));
     let (written_tx, written_rx) = std::sync::mpsc::channel();
@@ -400,6 +406,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tx: tx.clone(),
         backlog,
         rejects: shared.rejects.clone(),
+        preparer: shared.preparer.clone(),
     };
     drop(tx);
 

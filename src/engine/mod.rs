@@ -66,24 +66,34 @@ pub struct RuleStats {
 /// The set's order is exactly the firing order of 2.3.
 type Timer = (EventTime, usize, Key);
 
-pub struct Engine {
+/// The stateless part of the rules, shareable with the source threads:
+/// which rules read a stream, and for an event what each of them decides
+/// before touching state ([`Pre`]). A program's preparer has an id of its
+/// own: a prepared event is used only by an engine running that program.
+pub struct Preparer {
+    id: u64,
     rules: Vec<Arc<Rule>>,
-    ops: Vec<Operator>,
+    /// Per rule: [`operator::step_reads`].
+    reads: Vec<Vec<bool>>,
     /// Rules by stream name, in rule order, `*` rules merged in.
     routes: FastMap<String, Vec<usize>>,
     /// Rules reading every stream (`from *`), for streams not in `routes`.
     any: Vec<usize>,
-    timers: BTreeSet<Timer>,
-    stats: Vec<RuleStats>,
-    /// Scratch: the key text of the current event, and new timers.
-    kbuf: String,
-    scratch: Vec<(EventTime, Key)>,
 }
 
-impl Engine {
-    pub fn new(program: &Program) -> Self {
+/// An event's [`Pre`] for each rule of its stream, in route order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    by: u64,
+    rules: Box<[Pre]>,
+}
+
+pub use operator::Pre;
+
+impl Preparer {
+    fn new(program: &Program) -> Self {
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let rules = program.rules.clone();
-        let ops = rules.iter().map(|r| Operator::new(r)).collect();
         let mut routes: FastMap<String, Vec<usize>> = FastMap::default();
         let mut any = Vec::new();
         for (i, r) in rules.iter().enumerate() {
@@ -108,16 +118,66 @@ impl Engine {
             v.sort_unstable();
             v.dedup();
         }
+        Preparer {
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            reads: rules.iter().map(|r| operator::step_reads(r)).collect(),
+            rules,
+            routes,
+            any,
+        }
+    }
+
+    /// The rules reading `stream`, in rule order.
+    fn route(&self, stream: &str) -> &[usize] {
+        match self.routes.get(stream) {
+            Some(r) => r.as_slice(),
+            None => self.any.as_slice(),
+        }
+    }
+
+    /// What each rule of the event's stream decides for it.
+    pub fn prepare(&self, ev: &Event, kbuf: &mut String) -> Prepared {
+        Prepared {
+            by: self.id,
+            rules: self
+                .route(&ev.stream)
+                .iter()
+                .map(|&i| operator::prepare(&self.rules[i], &self.reads[i], ev, kbuf))
+                .collect(),
+        }
+    }
+}
+
+pub struct Engine {
+    rules: Vec<Arc<Rule>>,
+    ops: Vec<Operator>,
+    prep: Arc<Preparer>,
+    timers: BTreeSet<Timer>,
+    stats: Vec<RuleStats>,
+    /// Scratch: the key text of the current event, and new timers.
+    kbuf: String,
+    scratch: Vec<(EventTime, Key)>,
+}
+
+impl Engine {
+    pub fn new(program: &Program) -> Self {
+        let rules = program.rules.clone();
+        let ops = rules.iter().map(|r| Operator::new(r)).collect();
         Engine {
             stats: vec![RuleStats::default(); rules.len()],
             rules,
             ops,
-            routes,
-            any,
+            prep: Arc::new(Preparer::new(program)),
             timers: BTreeSet::new(),
             kbuf: String::with_capacity(64),
             scratch: Vec::new(),
         }
+    }
+
+    /// The stateless part of the running rules, for source threads to
+    /// prepare events with ([`Engine::on_prepared`]).
+    pub fn preparer(&self) -> Arc<Preparer> {
+        self.prep.clone()
     }
 
     /// Swaps in a new rule set, keeping the state (keys, timers, counters)
@@ -165,8 +225,7 @@ impl Engine {
             .collect();
         let fresh = Engine::new(program);
         self.rules = fresh.rules;
-        self.routes = fresh.routes;
-        self.any = fresh.any;
+        self.prep = fresh.prep;
         self.ops = ops;
         self.stats = stats;
         kept
@@ -242,26 +301,40 @@ impl Engine {
 
     /// Evaluates one released event (events come in event order).
     pub fn on_event(&mut self, ev: &Arc<Event>, out: &mut Vec<Match>) {
-        let rules = match self.routes.get(ev.stream.as_str()) {
-            Some(r) => r.as_slice(),
-            None => self.any.as_slice(),
-        };
-        for &i in rules {
+        self.on_prepared(ev, None, out);
+    }
+
+    /// [`Engine::on_event`] with what a source thread prepared for the
+    /// event, used if it was prepared for these rules (decided here
+    /// otherwise, the same way).
+    pub fn on_prepared(&mut self, ev: &Arc<Event>, prep: Option<&Prepared>, out: &mut Vec<Match>) {
+        let Engine {
+            rules,
+            ops,
+            prep: preparer,
+            timers,
+            stats,
+            kbuf,
+            scratch,
+        } = self;
+        let prep = prep.filter(|p| p.by == preparer.id);
+        for (j, &i) in preparer.route(&ev.stream).iter().enumerate() {
             let before = out.len();
-            let ok = self.ops[i].on_event(
+            let ok = ops[i].on_event(
                 i,
-                &self.rules[i],
+                &rules[i],
                 ev,
+                prep.and_then(|p| p.rules.get(j)),
                 out,
-                &mut self.scratch,
-                &mut self.kbuf,
+                scratch,
+                kbuf,
             );
             if !ok {
-                self.stats[i].key_missing += 1;
+                stats[i].key_missing += 1;
             }
-            self.stats[i].matches += (out.len() - before) as u64;
-            for (t, k) in self.scratch.drain(..) {
-                self.timers.insert((t, i, k));
+            stats[i].matches += (out.len() - before) as u64;
+            for (t, k) in scratch.drain(..) {
+                timers.insert((t, i, k));
             }
         }
     }

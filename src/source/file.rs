@@ -351,7 +351,8 @@ impl Out {
             Some(t.position()),
             None,
             Some(done),
-        );
+        )
+        .prepared_by(&self.ingest.preparer);
         tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => return Err(Stopped),

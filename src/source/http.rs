@@ -227,7 +227,10 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
             status: status.as_u16(),
             body: body.clone(),
         });
-        let msg = EngineMsg::Batch(Batch::new("http", events, None, idempotent, Some(done)));
+        let msg = EngineMsg::Batch(
+            Batch::new("http", events, None, idempotent, Some(done))
+                .prepared_by(&src.ingest.preparer),
+        );
         match src.ingest.tx.try_send(msg) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => return overloaded(),

@@ -17,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::decode::{Decoded, Decoder, RejectReason};
+use crate::engine::{Prepared, Preparer};
 use crate::event::{Event, EventTime};
 use crate::metrics::Metrics;
 
@@ -79,6 +80,9 @@ pub struct Batch {
     pub idempotent: Option<crate::wal::Idempotent>,
     /// The batch's write-ahead log record, encoded by the source.
     pub record: crate::wal::Encoded,
+    /// What each event's rules decide before touching state, worked out
+    /// here on the source's thread ([`Batch::prepared_by`]); empty if not.
+    pub prepared: Vec<Prepared>,
     /// Answered once the batch is in the write-ahead log (durable as the
     /// fsync policy says); dropped unanswered when it could not be logged.
     pub done: Option<oneshot::Sender<()>>,
@@ -105,8 +109,39 @@ impl Batch {
             offset,
             idempotent,
             record,
+            prepared: Vec::new(),
             done,
         }
+    }
+
+    /// Prepares every event for the engine's current rules (off the engine
+    /// thread: this is the rules' stateless work, spread over the cores).
+    pub fn prepared_by(mut self, slot: &PreparerSlot) -> Self {
+        if let Some(p) = slot.get() {
+            let mut kbuf = String::new();
+            self.prepared = self
+                .events
+                .iter()
+                .map(|e| p.prepare(e, &mut kbuf))
+                .collect();
+        }
+        self
+    }
+}
+
+/// The [`Preparer`] of the rules the engine runs, for the sources; set at
+/// start and after every reload. A batch prepared for rules that were
+/// replaced before it is evaluated is decided again by the engine.
+#[derive(Default)]
+pub struct PreparerSlot(std::sync::RwLock<Option<Arc<Preparer>>>);
+
+impl PreparerSlot {
+    pub fn set(&self, p: Arc<Preparer>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(p);
+    }
+
+    pub fn get(&self) -> Option<Arc<Preparer>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -302,6 +337,8 @@ pub struct Ingest {
     pub backlog: Arc<Backlog>,
     /// The last rejected inputs of each source, for the console.
     pub rejects: Arc<RejectSamples>,
+    /// The rules' stateless part, to prepare batches with.
+    pub preparer: Arc<PreparerSlot>,
 }
 
 impl Ingest {

@@ -126,7 +126,8 @@ async fn send(ingest: &Ingest, events: &mut Vec<crate::event::Event>) -> bool {
     ingest.backlog.until_room().await;
     ingest.metrics.received("tcp", events.len() as u64);
     let (done, wait) = oneshot::channel();
-    let batch = Batch::new("tcp", std::mem::take(events), None, None, Some(done));
+    let batch = Batch::new("tcp", std::mem::take(events), None, None, Some(done))
+        .prepared_by(&ingest.preparer);
     if ingest.tx.send(EngineMsg::Batch(batch)).await.is_err() {
         return false;
     }

@@ -16,6 +16,7 @@ use super::key::{Key, key_into};
 use super::snapshot::OpSnapshot;
 use crate::event::{Event, EventTime};
 use crate::lang::program::{From, Rule, RuleKind};
+pub(super) use sequence::Steps;
 
 /// Timers an operator asks for: (instant, key).
 pub(super) type NewTimers = Vec<(EventTime, Key)>;
@@ -103,44 +104,49 @@ impl Operator {
         }
     }
 
+    /// The per-step conditions of a sequence rule that read earlier steps
+    /// (empty for other kinds), as [`decide`] needs them.
+    pub(super) fn reads(&self) -> &[bool] {
+        match self {
+            Operator::Sequence(op) => op.reads(),
+            _ => &[],
+        }
+    }
+
+    /// Evaluates one event; `pre` is the rule's [`Pre`] for it when it was
+    /// prepared on a source thread (decided here otherwise, the same way).
     /// Returns `false` when the event's key is missing (not evaluated).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_event(
         &mut self,
         idx: usize,
         rule: &Rule,
         ev: &Arc<Event>,
+        pre: Option<&Pre>,
         out: &mut Vec<Match>,
         timers: &mut NewTimers,
         kbuf: &mut String,
     ) -> bool {
-        if let RuleKind::Sequence(seq) = &rule.kind {
-            if let Operator::Sequence(op) = self {
-                if !key_into(&rule.key, &ev.fields, kbuf) {
-                    return false;
-                }
-                op.on_event(idx, seq, kbuf, ev, out, timers);
-            }
-            return true;
-        }
-        let from = match &rule.kind {
-            RuleKind::Filter(f) => f,
-            RuleKind::Threshold(t) => &t.from,
-            RuleKind::Absence(a) => &a.from,
-            RuleKind::Sequence(_) => return true,
+        let (text, fits): (&str, Steps) = match pre {
+            Some(Pre::Skip) => return true,
+            Some(Pre::Missing) => return false,
+            Some(Pre::Key(k, fits)) => (k.as_str(), *fits),
+            None => match decide(rule, self.reads(), ev, kbuf) {
+                Decision::Skip => return true,
+                Decision::Missing => return false,
+                Decision::Take(fits) => (kbuf.as_str(), fits),
+            },
         };
-        if !passes(from, ev) {
-            return true;
-        }
-        if !key_into(&rule.key, &ev.fields, kbuf) {
-            return false;
-        }
         match (self, &rule.kind) {
-            (Operator::Filter(_), _) => filter::on_event(idx, Key::from(kbuf.as_str()), ev, out),
+            (Operator::Filter(_), _) => filter::on_event(idx, Key::from(text), ev, out),
             (Operator::Threshold(op), RuleKind::Threshold(t)) => {
-                op.on_event(idx, t, kbuf, ev, out, timers)
+                op.on_event(idx, t, text, ev, out, timers)
             }
             (Operator::Absence(op), RuleKind::Absence(a)) => {
-                op.on_event(idx, a, kbuf, ev, out, timers)
+                op.on_event(idx, a, text, ev, out, timers)
+            }
+            (Operator::Sequence(op), RuleKind::Sequence(s)) => {
+                op.on_event(idx, s, text, fits, ev, out, timers)
             }
             _ => {}
         }
@@ -168,6 +174,72 @@ impl Operator {
             }
             _ => {}
         }
+    }
+}
+
+/// What the stateless part of a rule makes of one event: everything
+/// [`Operator::on_event`] decides before it touches state. It depends on
+/// the rule and the event only, so a source thread can work it out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pre {
+    /// The rule does not take the event (its `from`/`where` fails, or no
+    /// step of a sequence can use it).
+    Skip,
+    /// A key expression is null (`key_missing`).
+    Missing,
+    /// The key, and for a sequence the steps the event fits.
+    Key(Key, Steps),
+}
+
+/// [`Pre`] with the key text left in the caller's buffer.
+enum Decision {
+    Skip,
+    Missing,
+    Take(Steps),
+}
+
+/// The stateless part of `rule` for `ev`; the key text goes into `kbuf`.
+/// `reads`: see [`Operator::reads`]. A sequence computes its key first (a
+/// null key counts as missing even when no step fits), as it always has.
+fn decide(rule: &Rule, reads: &[bool], ev: &Event, kbuf: &mut String) -> Decision {
+    let from = match &rule.kind {
+        RuleKind::Sequence(seq) => {
+            if !key_into(&rule.key, &ev.fields, kbuf) {
+                return Decision::Missing;
+            }
+            return match sequence::fits(seq, reads, ev) {
+                0 => Decision::Skip,
+                fits => Decision::Take(fits),
+            };
+        }
+        RuleKind::Filter(f) => f,
+        RuleKind::Threshold(t) => &t.from,
+        RuleKind::Absence(a) => &a.from,
+    };
+    if !passes(from, ev) {
+        Decision::Skip
+    } else if !key_into(&rule.key, &ev.fields, kbuf) {
+        Decision::Missing
+    } else {
+        Decision::Take(0)
+    }
+}
+
+/// [`Pre`] of `rule` for `ev` (`reads`: [`step_reads`] of a sequence rule).
+pub(super) fn prepare(rule: &Rule, reads: &[bool], ev: &Event, kbuf: &mut String) -> Pre {
+    match decide(rule, reads, ev, kbuf) {
+        Decision::Skip => Pre::Skip,
+        Decision::Missing => Pre::Missing,
+        Decision::Take(fits) => Pre::Key(Key::from(kbuf.as_str()), fits),
+    }
+}
+
+/// Per step of a sequence rule: whether its condition reads earlier steps
+/// (empty for other kinds).
+pub(super) fn step_reads(rule: &Rule) -> Vec<bool> {
+    match &rule.kind {
+        RuleKind::Sequence(seq) => sequence::step_reads(seq),
+        _ => Vec::new(),
     }
 }
 

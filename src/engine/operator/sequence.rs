@@ -37,7 +37,7 @@ struct Entry {
 
 /// One bit per step. Bits 0..=62 are steps 0..=62; bit 63 stands for every
 /// step from 63 on (whose fit is therefore only a "maybe", see [`masked`]).
-type Steps = u64;
+pub(crate) type Steps = u64;
 const MAX_STEPS: usize = 64;
 
 /// What the mask says about step `s`: `Some(fits)` for a step it covers
@@ -85,6 +85,15 @@ pub(crate) struct SequenceOp {
     reads: Vec<bool>,
 }
 
+/// Per step: whether its condition reads earlier steps (such a condition is
+/// tested during a search, not when the event is buffered).
+pub(super) fn step_reads(seq: &Sequence) -> Vec<bool> {
+    seq.steps
+        .iter()
+        .map(|s| s.cond.as_ref().is_some_and(reads_steps))
+        .collect()
+}
+
 fn stream_ok(step: &Step, ev: &Event) -> bool {
     step.stream.as_deref().is_none_or(|s| s == ev.stream)
 }
@@ -93,7 +102,7 @@ fn stream_ok(step: &Step, ev: &Event) -> bool {
 /// match): of their stream, and satisfying their condition when it reads no
 /// earlier step (one that does is tested during the search). Steps from 63
 /// on share bit 63 ([`Steps`]). Zero: no step can use the event.
-fn fits(seq: &Sequence, reads: &[bool], ev: &Event) -> Steps {
+pub(super) fn fits(seq: &Sequence, reads: &[bool], ev: &Event) -> Steps {
     let mut bits = 0;
     for (i, step) in seq.steps.iter().enumerate() {
         let ok = stream_ok(step, ev)
@@ -122,11 +131,7 @@ impl SequenceOp {
             next_seq: 1,
             positive,
             trailing,
-            reads: seq
-                .steps
-                .iter()
-                .map(|s| s.cond.as_ref().is_some_and(reads_steps))
-                .collect(),
+            reads: step_reads(seq),
         }
     }
 
@@ -215,20 +220,26 @@ impl SequenceOp {
         Some(op)
     }
 
+    /// Per step: whether its condition reads earlier steps.
+    pub(super) fn reads(&self) -> &[bool] {
+        &self.reads
+    }
+
+    /// One event of key `text`; `fits`: the steps it fits ([`fits`], not
+    /// zero: an event no step can use is neither buffered nor makes key
+    /// state).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_event(
         &mut self,
         idx: usize,
         seq: &Sequence,
         text: &str,
+        fits: Steps,
         ev: &Arc<Event>,
         out: &mut Vec<Match>,
         timers: &mut NewTimers,
     ) {
-        // An event no step can use is neither buffered nor makes key state.
-        let fits = fits(seq, &self.reads, ev);
-        if fits == 0 {
-            return;
-        }
+        debug_assert!(fits != 0, "decided by the caller");
         let entry_seq = self.next_seq;
         self.next_seq += 1;
         let (key, st, _) = slot(&mut self.keys, text, KeyState::default);
@@ -569,14 +580,21 @@ impl Search<'_> {
                     (start, self.end - 1)
                 };
                 for b in from.max(start)..=to {
-                    let set: Vec<usize> = (start..b)
-                        .filter(|&i| {
-                            (pi != 0 || self.time(i) >= self.lo_time) && self.qualifies(s, i)
-                        })
-                        .collect();
-                    if (set.len() as u64) < n {
+                    // Cheap refusals first (same outcome, the order of
+                    // these tests does not matter): an event at `b` the
+                    // next step cannot take whatever is bound, fewer than
+                    // `n` events for this step.
+                    if !self.reads[next] && !self.qualifies(next, b) {
                         continue;
                     }
+                    let fits = |i: usize| {
+                        (pi != 0 || self.time(i) >= self.lo_time) && self.qualifies(s, i)
+                    };
+                    let want = usize::try_from(n).unwrap_or(usize::MAX);
+                    if (start..b).filter(|&i| fits(i)).take(want).count() < want {
+                        continue;
+                    }
+                    let set: Vec<usize> = (start..b).filter(|&i| fits(i)).collect();
                     if let Some(l) = lower
                         && self.neg_blocked(pi, l, set[0])
                     {
