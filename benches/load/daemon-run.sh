@@ -31,6 +31,12 @@ D=${BENCH:-/tmp/tocsin-bench}
 PORT=${PORT:-18080}
 CONFIG=${CONFIG:-benches/load/daemon.yaml}
 TOCSIN=${TOCSIN:-${CARGO_TARGET_DIR:-target}/release/tocsin}
+# Build the load generator first: a daemon left idle for `idle_timeout`
+# while it compiles advances its watermark to the wall clock, and every
+# event (stamped a day back) would then be late.
+if [ "${LOADGEN:-wrk}" = rust ]; then
+  cargo bench -q --bench loadgen --no-run 2> /dev/null
+fi
 # A daemon still answering on the port (an earlier run draining a big
 # state) would be measured instead of this one.
 if curl -sf "127.0.0.1:$PORT/readyz" > /dev/null; then
