@@ -81,31 +81,46 @@ impl Doc {
     /// Parses `input` (one JSON value; white space around it is allowed).
     pub fn parse(input: &str) -> Result<Doc, DocError> {
         let input_len = u32::try_from(input.len()).map_err(|_| DocError::TooLong)?;
-        let mut tape = Tape {
-            input,
-            nodes: Vec::with_capacity(16 + input.len() / 12),
-            extra: String::new(),
-        };
-        let mut de = serde_json::Deserializer::from_str(input);
-        NodeSeed(&mut tape)
-            .deserialize(&mut de)
-            .and_then(|()| de.end())
-            .map_err(|_| DocError::Invalid)?;
-        if input.len() + tape.extra.len() > u32::MAX as usize {
-            return Err(DocError::TooLong);
-        }
-        let text = if tape.extra.is_empty() {
-            Box::from(input)
-        } else {
-            let mut t = String::with_capacity(input.len() + tape.extra.len());
-            t.push_str(input);
-            t.push_str(&tape.extra);
-            t.into_boxed_str()
-        };
-        Ok(Doc {
-            nodes: tape.nodes.into_boxed_slice(),
-            text,
-            input: input_len,
+        // The tape is built in a per-thread scratch vector and copied out at
+        // its exact size: one allocation per document, no regrowth, and no
+        // shrinking reallocation that would leave a hole behind.
+        SCRATCH.with(|scratch| {
+            let mut nodes = scratch.take();
+            nodes.clear();
+            let mut tape = Tape {
+                input,
+                nodes,
+                extra: String::new(),
+            };
+            let mut de = serde_json::Deserializer::from_str(input);
+            let parsed = NodeSeed(&mut tape)
+                .deserialize(&mut de)
+                .and_then(|()| de.end());
+            let doc = match parsed {
+                Err(_) => Err(DocError::Invalid),
+                Ok(()) if input.len() + tape.extra.len() > u32::MAX as usize => {
+                    Err(DocError::TooLong)
+                }
+                Ok(()) => Ok(Doc {
+                    nodes: Box::from(tape.nodes.as_slice()),
+                    text: if tape.extra.is_empty() {
+                        Box::from(input)
+                    } else {
+                        let mut t = String::with_capacity(input.len() + tape.extra.len());
+                        t.push_str(input);
+                        t.push_str(&tape.extra);
+                        t.into_boxed_str()
+                    },
+                    input: input_len,
+                }),
+            };
+            // A huge document does not leave a huge scratch behind.
+            let mut nodes = tape.nodes;
+            if nodes.capacity() > SCRATCH_KEEP {
+                nodes = Vec::new();
+            }
+            scratch.set(nodes);
+            doc
         })
     }
 
@@ -119,6 +134,14 @@ impl Doc {
         NodeRef { doc: self, at: 0 }
     }
 }
+
+thread_local! {
+    /// Nodes of the tape being built on this thread ([`Doc::parse`]).
+    static SCRATCH: std::cell::Cell<Vec<Node>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Scratch capacity kept between documents (64 KiB of nodes).
+const SCRATCH_KEEP: usize = 4096;
 
 /// A value inside a [`Doc`].
 #[derive(Clone, Copy)]
@@ -595,6 +618,25 @@ mod tests {
         assert!(!unique(r#"{"a":{"x":1,"y":[1,2]},"b":2,"a":3}"#));
         assert!(!unique(r#"{"a\u0062":1,"ab":2}"#));
         assert!(!unique(&format!("{},\"k7\":0}}", &many[..many.len() - 1])));
+    }
+
+    /// The per-thread scratch is reused, and gives its room back after a
+    /// huge document; a failed parse leaves nothing behind for the next.
+    #[test]
+    fn scratch_is_bounded_and_reused() {
+        let big = format!("[{}]", vec!["1"; 100_000].join(","));
+        let d = Doc::parse(&big).expect("parses");
+        assert_eq!(d.root().elements().count(), 100_000);
+        let cap = SCRATCH.with(|s| {
+            let v = s.take();
+            let c = v.capacity();
+            s.set(v);
+            c
+        });
+        assert!(cap <= SCRATCH_KEEP, "{cap}");
+        assert!(Doc::parse(r#"{"a":[1,2,"#).is_err());
+        let d = Doc::parse(r#"{"x":{"y":1}}"#).expect("parses");
+        assert_eq!(d.root().to_value(), serde_json::json!({"x":{"y":1}}));
     }
 
     #[test]
