@@ -325,6 +325,17 @@ impl Tape<'_> {
         }
     }
 
+    /// Pushes a string node: `borrowed` when `s` may lie in the input
+    /// (serde_json's borrowed strings), copied after it otherwise.
+    fn push_str(&mut self, s: &str, borrowed: bool) {
+        let n = if borrowed {
+            self.borrowed(s)
+        } else {
+            self.copied(s)
+        };
+        self.nodes.push(n);
+    }
+
     fn copied(&mut self, s: &str) -> Node {
         let at = self.input.len() + self.extra.len();
         self.extra.push_str(s);
@@ -395,27 +406,8 @@ impl<'de> DeserializeSeed<'de> for NameSeed<'_, '_> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for NameSeed<'_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a member name")
-    }
-
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<(), E> {
-        let n = self.0.borrowed(v);
-        self.0.nodes.push(n);
-        Ok(())
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        let n = self.0.copied(v);
-        self.0.nodes.push(n);
-        Ok(())
+        // A name is a string: the value visitor takes it.
+        d.deserialize_str(NodeSeed(self.0))
     }
 }
 
@@ -457,14 +449,12 @@ impl<'de> Visitor<'de> for NodeSeed<'_, '_> {
     }
 
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<(), E> {
-        let n = self.0.borrowed(v);
-        self.0.nodes.push(n);
+        self.0.push_str(v, true);
         Ok(())
     }
 
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        let n = self.0.copied(v);
-        self.0.nodes.push(n);
+        self.0.push_str(v, false);
         Ok(())
     }
 
