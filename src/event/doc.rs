@@ -629,6 +629,30 @@ mod tests {
         assert_eq!(d.root().to_value(), serde_json::json!({"x":{"y":1}}));
     }
 
+    /// Found by the differential fuzz target: serde_json's `Value` reads an
+    /// object whose first member is named `$serde_json::private::RawValue`
+    /// as a raw value and rejects a non-string there. For the decoder it is
+    /// the ordinary JSON object it is.
+    #[test]
+    fn serde_json_private_member_names_are_ordinary() {
+        let text = "{\"$serde_json::private::RawValue\":0E333,\"type\":\"a\"}";
+        assert!(
+            serde_json::from_str::<Value>(text).is_err(),
+            "serde_json's quirk"
+        );
+        let d = Doc::parse(text).expect("valid JSON");
+        assert_eq!(
+            d.root()
+                .get("$serde_json::private::RawValue")
+                .and_then(|v| v.as_f64()),
+            Some(0.0)
+        );
+        assert_eq!(d.root().get("type").and_then(|v| v.as_str()), Some("a"));
+        let mut out = String::new();
+        d.root().write_compact(&mut out);
+        assert_eq!(out, r#"{"$serde_json::private::RawValue":0,"type":"a"}"#);
+    }
+
     #[test]
     fn escaped_strings_are_unescaped_after_the_input() {
         let text = r#"{"k\u00e9y":"tab\there","plain":"x"}"#;
