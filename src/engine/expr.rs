@@ -51,19 +51,6 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Walks a field path in a JSON value; `None` when any segment is missing.
-pub fn lookup<'v>(root: &'v Value, path: &[PathSeg]) -> Option<&'v Value> {
-    let mut cur = root;
-    for seg in path {
-        cur = match (seg, cur) {
-            (PathSeg::Field(f), Value::Object(m)) => json::member(m, f)?,
-            (PathSeg::Index(i), Value::Array(a)) => a.get(*i)?,
-            _ => return None,
-        };
-    }
-    Some(cur)
-}
-
 /// Walks a field path in an event; `None` when any segment is missing.
 pub fn lookup_node<'a>(root: NodeRef<'a>, path: &[PathSeg]) -> Option<NodeRef<'a>> {
     let mut cur = root;
@@ -458,8 +445,8 @@ fn parse_json_number(s: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
 
-    /// Small objects are searched by name in order, large ones through the
-    /// hash index: both find every member, and nothing else.
+    /// Field paths find every member of small and large objects, elements
+    /// of arrays, and nothing else.
     #[test]
     fn lookup_in_small_and_large_objects() {
         for n in [3usize, 12, 13, 40] {
@@ -467,17 +454,23 @@ mod tests {
             for i in 0..n {
                 m.insert(format!("f{i}"), Value::from(i as u64));
             }
-            let root = Value::Object(m);
+            m.insert("a".into(), serde_json::json!([10, {"x": 11}]));
+            let doc = Doc::parse(&Value::Object(m).to_string()).expect("JSON");
+            let get = |path: &[PathSeg]| lookup_node(doc.root(), path).map(|v| v.to_value());
             for i in 0..n {
                 let path = [PathSeg::Field(format!("f{i}").into())];
-                assert_eq!(
-                    lookup(&root, &path),
-                    Some(&Value::from(i as u64)),
-                    "n={n} i={i}"
-                );
+                assert_eq!(get(&path), Some(Value::from(i as u64)), "n={n} i={i}");
             }
             let missing = [PathSeg::Field("g".into())];
-            assert_eq!(lookup(&root, &missing), None, "n={n}");
+            assert_eq!(get(&missing), None, "n={n}");
+            let nested = [
+                PathSeg::Field("a".into()),
+                PathSeg::Index(1),
+                PathSeg::Field("x".into()),
+            ];
+            assert_eq!(get(&nested), Some(Value::from(11u64)), "n={n}");
+            let past = [PathSeg::Field("a".into()), PathSeg::Index(2)];
+            assert_eq!(get(&past), None, "n={n}");
         }
     }
 

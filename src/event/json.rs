@@ -75,17 +75,6 @@ pub fn write_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// A member of an object. Event objects are small: comparing the names in
-/// order (they sit in one vector) is cheaper than hashing the name with the
-/// map's SipHash, so larger objects alone use the hash index.
-pub fn member<'v>(m: &'v serde_json::Map<String, Value>, name: &str) -> Option<&'v Value> {
-    if m.len() <= 12 {
-        m.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v)
-    } else {
-        m.get(name)
-    }
-}
-
 /// Appends `v` as compact JSON. Numbers go through `as_f64` and
 /// [`write_number`], so large integers are written as the double they
 /// round to, like `JSON.stringify`.

@@ -12,7 +12,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde_json::{Number, Value};
+use serde_json::Number;
 
 /// Milliseconds in one (leap-second free) day.
 pub const MS_PER_DAY: i64 = 86_400_000;
@@ -423,19 +423,9 @@ pub enum TimeError {
     Bad,
 }
 
-/// Converts a JSON time value: an RFC 3339 string or a number in `unit`.
-/// `null` is [`TimeError::Missing`]; every other non-time is [`TimeError::Bad`]
-/// (numeric strings, booleans, out-of-range numbers, ...).
-pub fn from_json(v: &Value, unit: TimeUnit) -> Result<EventTime, TimeError> {
-    match v {
-        Value::Null => Err(TimeError::Missing),
-        Value::String(s) => parse_rfc3339(s).ok_or(TimeError::Bad),
-        Value::Number(n) => from_number(n, unit).ok_or(TimeError::Bad),
-        _ => Err(TimeError::Bad),
-    }
-}
-
-/// [`from_json`] on a value of a decoded event.
+/// Converts an event's time value: an RFC 3339 string or a number in
+/// `unit`. `null` is [`TimeError::Missing`]; every other non-time is
+/// [`TimeError::Bad`] (numeric strings, booleans, out-of-range numbers, ...).
 pub fn from_node(v: super::NodeRef, unit: TimeUnit) -> Result<EventTime, TimeError> {
     use super::doc::Node;
     let n = match v.node() {
@@ -662,6 +652,10 @@ mod tests {
 
     #[test]
     fn json_values() {
+        let from_json = |v: &serde_json::Value, u| {
+            let doc = super::super::Doc::parse(&v.to_string()).expect("JSON");
+            from_node(doc.root(), u)
+        };
         let u = TimeUnit::Ms;
         assert_eq!(from_json(&json!(null), u), Err(TimeError::Missing));
         assert_eq!(from_json(&json!("2000"), u), Err(TimeError::Bad));
