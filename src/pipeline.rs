@@ -131,7 +131,7 @@ impl Pipeline {
         prep: Option<Prepared>,
         out: &mut impl AlertSink,
     ) -> Result<(), Late> {
-        match self.sequencer.offer_prepared(Arc::new(ev), prep) {
+        match self.sequencer.offer(Arc::new(ev), prep) {
             Ok(()) => {
                 self.drain(out);
                 Ok(())
@@ -164,9 +164,8 @@ impl Pipeline {
             match (ev_t, timer_t) {
                 (Some(e), Some(t)) if t < e => self.engine.fire_timers(t, &mut self.matches),
                 (Some(_), _) => {
-                    if let Some((ev, prep)) = self.sequencer.pop_ready_prepared() {
-                        self.engine
-                            .on_prepared(&ev, prep.as_ref(), &mut self.matches);
+                    if let Some((ev, prep)) = self.sequencer.pop_ready() {
+                        self.engine.on_event(&ev, prep.as_ref(), &mut self.matches);
                         if let Some(r) = &mut self.released {
                             r.push(ev);
                         }

@@ -86,14 +86,10 @@ impl Sequencer {
         self.held.len()
     }
 
-    /// Accepts an event, or refuses it as late (`ts < W`).
-    pub fn offer(&mut self, ev: Arc<Event>) -> Result<(), Late> {
-        self.offer_prepared(ev, None)
-    }
-
-    /// [`Sequencer::offer`] with what was prepared for the engine, handed
-    /// back with the event by [`Sequencer::pop_ready_prepared`].
-    pub fn offer_prepared(&mut self, ev: Arc<Event>, prep: Option<Prepared>) -> Result<(), Late> {
+    /// Accepts an event, or refuses it as late (`ts < W`). `prep`: what was
+    /// prepared for the engine, handed back with the event by
+    /// [`Sequencer::pop_ready`].
+    pub fn offer(&mut self, ev: Arc<Event>, prep: Option<Prepared>) -> Result<(), Late> {
         if ev.time < self.watermark {
             return Err(Late {
                 watermark: self.watermark,
@@ -128,13 +124,9 @@ impl Sequencer {
             .filter(|&t| t < self.watermark)
     }
 
-    /// Releases the next ready event, in event order.
-    pub fn pop_ready(&mut self) -> Option<Arc<Event>> {
-        self.pop_ready_prepared().map(|(ev, _)| ev)
-    }
-
-    /// [`Sequencer::pop_ready`], with what was prepared for the event.
-    pub fn pop_ready_prepared(&mut self) -> Option<(Arc<Event>, Option<Prepared>)> {
+    /// Releases the next ready event, in event order, with what was
+    /// prepared for it.
+    pub fn pop_ready(&mut self) -> Option<(Arc<Event>, Option<Prepared>)> {
         self.next_ready()?;
         self.held.pop_first().map(|h| (h.ev, h.prep))
     }
@@ -197,30 +189,30 @@ mod tests {
     #[test]
     fn holds_until_watermark_passes_and_orders_ties_by_text() {
         let mut s = Sequencer::new(0);
-        s.offer(ev(1000, "b")).unwrap();
-        s.offer(ev(1000, "a")).unwrap();
+        s.offer(ev(1000, "b"), None).unwrap();
+        s.offer(ev(1000, "a"), None).unwrap();
         assert_eq!(s.pop_ready(), None, "W = 1000 is not > 1000");
-        s.offer(ev(2000, "c")).unwrap();
-        assert_eq!(s.pop_ready().unwrap().raw(), r#""a""#);
-        assert_eq!(s.pop_ready().unwrap().raw(), r#""b""#);
+        s.offer(ev(2000, "c"), None).unwrap();
+        assert_eq!(s.pop_ready().unwrap().0.raw(), r#""a""#);
+        assert_eq!(s.pop_ready().unwrap().0.raw(), r#""b""#);
         assert_eq!(s.pop_ready(), None);
         assert_eq!(
-            s.offer(ev(1999, "late")),
+            s.offer(ev(1999, "late"), None),
             Err(Late {
                 watermark: EventTime(2000)
             })
         );
-        assert!(s.offer(ev(2000, "on time")).is_ok());
+        assert!(s.offer(ev(2000, "on time"), None).is_ok());
     }
 
     #[test]
     fn max_delay_lowers_the_watermark() {
         let mut s = Sequencer::new(2000);
-        s.offer(ev(2500, "x")).unwrap();
+        s.offer(ev(2500, "x"), None).unwrap();
         assert_eq!(s.watermark(), EventTime(500));
-        assert!(s.offer(ev(500, "y")).is_ok());
-        assert!(s.offer(ev(499, "z")).is_err());
+        assert!(s.offer(ev(500, "y"), None).is_ok());
+        assert!(s.offer(ev(499, "z"), None).is_err());
         s.advance(EventTime::MAX);
-        assert_eq!(s.pop_ready().unwrap().raw(), r#""y""#);
+        assert_eq!(s.pop_ready().unwrap().0.raw(), r#""y""#);
     }
 }

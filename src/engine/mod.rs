@@ -149,8 +149,8 @@ impl Preparer {
 }
 
 pub struct Engine {
-    rules: Vec<Arc<Rule>>,
     ops: Vec<Operator>,
+    /// The rules (`prep.rules`), their routes and stateless decisions.
     prep: Arc<Preparer>,
     timers: BTreeSet<Timer>,
     stats: Vec<RuleStats>,
@@ -161,12 +161,9 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(program: &Program) -> Self {
-        let rules = program.rules.clone();
-        let ops = rules.iter().map(|r| Operator::new(r)).collect();
         Engine {
-            stats: vec![RuleStats::default(); rules.len()],
-            rules,
-            ops,
+            ops: program.rules.iter().map(|r| Operator::new(r)).collect(),
+            stats: vec![RuleStats::default(); program.rules.len()],
             prep: Arc::new(Preparer::new(program)),
             timers: BTreeSet::new(),
             kbuf: String::with_capacity(64),
@@ -175,7 +172,7 @@ impl Engine {
     }
 
     /// The stateless part of the running rules, for source threads to
-    /// prepare events with ([`Engine::on_prepared`]).
+    /// prepare events with ([`Engine::on_event`]).
     pub fn preparer(&self) -> Arc<Preparer> {
         self.prep.clone()
     }
@@ -194,6 +191,7 @@ impl Engine {
         let mut stats = Vec::with_capacity(program.rules.len());
         for r in &program.rules {
             let old = self
+                .prep
                 .rules
                 .iter()
                 .position(|o| o.name == r.name && o.source == r.source)
@@ -212,7 +210,7 @@ impl Engine {
                 }
             }
         }
-        let mut remap = vec![None; self.rules.len()];
+        let mut remap = vec![None; self.prep.rules.len()];
         for (new, old) in kept.iter().enumerate() {
             if let Some(o) = old {
                 remap[*o] = Some(new);
@@ -223,9 +221,7 @@ impl Engine {
             .into_iter()
             .filter_map(|(t, i, k)| remap[i].map(|j| (t, j, k)))
             .collect();
-        let fresh = Engine::new(program);
-        self.rules = fresh.rules;
-        self.prep = fresh.prep;
+        self.prep = Arc::new(Preparer::new(program));
         self.ops = ops;
         self.stats = stats;
         kept
@@ -233,11 +229,12 @@ impl Engine {
 
     /// The whole state, for a checkpoint.
     pub fn snapshot(&self) -> snapshot::EngineSnapshot {
-        let mut timers: Vec<Vec<(i64, String)>> = vec![Vec::new(); self.rules.len()];
+        let mut timers: Vec<Vec<(i64, String)>> = vec![Vec::new(); self.prep.rules.len()];
         for (t, i, k) in &self.timers {
             timers[*i].push((t.0, k.to_string()));
         }
         let rules = self
+            .prep
             .rules
             .iter()
             .zip(&self.ops)
@@ -261,13 +258,14 @@ impl Engine {
         let mut restored = Vec::new();
         for rs in &snap.rules {
             let Some(i) = self
+                .prep
                 .rules
                 .iter()
                 .position(|r| r.name == rs.name && r.source == rs.source)
             else {
                 continue;
             };
-            let Some(op) = Operator::restore(&self.rules[i], &rs.state) else {
+            let Some(op) = Operator::restore(&self.prep.rules[i], &rs.state) else {
                 tracing::warn!(rule = %rs.name, "Checkpointed state does not fit the rule; starting it empty");
                 continue;
             };
@@ -287,7 +285,7 @@ impl Engine {
     }
 
     pub fn rules(&self) -> &[Arc<Rule>] {
-        &self.rules
+        &self.prep.rules
     }
 
     pub fn stats(&self) -> &[RuleStats] {
@@ -299,17 +297,11 @@ impl Engine {
         self.ops.iter().map(Operator::key_count).collect()
     }
 
-    /// Evaluates one released event (events come in event order).
-    pub fn on_event(&mut self, ev: &Arc<Event>, out: &mut Vec<Match>) {
-        self.on_prepared(ev, None, out);
-    }
-
-    /// [`Engine::on_event`] with what a source thread prepared for the
-    /// event, used if it was prepared for these rules (decided here
-    /// otherwise, the same way).
-    pub fn on_prepared(&mut self, ev: &Arc<Event>, prep: Option<&Prepared>, out: &mut Vec<Match>) {
+    /// Evaluates one released event (events come in event order). `prep`:
+    /// what a source thread prepared for it, used if it was prepared for
+    /// these rules (decided here otherwise, the same way).
+    pub fn on_event(&mut self, ev: &Arc<Event>, prep: Option<&Prepared>, out: &mut Vec<Match>) {
         let Engine {
-            rules,
             ops,
             prep: preparer,
             timers,
@@ -322,7 +314,7 @@ impl Engine {
             let before = out.len();
             let ok = ops[i].on_event(
                 i,
-                &rules[i],
+                &preparer.rules[i],
                 ev,
                 prep.and_then(|p| p.rules.get(j)),
                 out,
@@ -360,7 +352,7 @@ impl Engine {
                 break;
             };
             let before = out.len();
-            self.ops[i].on_timer(i, &self.rules[i], t, &key, out, &mut new_timers);
+            self.ops[i].on_timer(i, &self.prep.rules[i], t, &key, out, &mut new_timers);
             self.stats[i].matches += (out.len() - before) as u64;
             for (t2, k) in new_timers.drain(..) {
                 self.timers.insert((t2, i, k));
