@@ -167,10 +167,7 @@ impl<'a> NodeRef<'a> {
 
     /// The node after this value and everything inside it.
     fn next(&self) -> u32 {
-        match self.node() {
-            Node::Array { end, .. } | Node::Object { end, .. } => end,
-            _ => self.at + 1,
-        }
+        skip(&self.doc.nodes, self.at as usize) as u32
     }
 
     pub fn as_str(&self) -> Option<&'a str> {
@@ -188,10 +185,6 @@ impl<'a> NodeRef<'a> {
             Node::Float(x) => Some(x),
             _ => None,
         }
-    }
-
-    pub fn is_null(&self) -> bool {
-        matches!(self.node(), Node::Null)
     }
 
     /// An object's members in input order (repeated names included).
@@ -243,10 +236,7 @@ impl<'a> NodeRef<'a> {
                     break;
                 }
             }
-            at = match nodes[at + 1] {
-                Node::Array { end, .. } | Node::Object { end, .. } => end as usize,
-                _ => at + 2,
-            };
+            at = skip(nodes, at + 1);
         }
         found
     }
@@ -297,6 +287,15 @@ impl<'a> NodeRef<'a> {
             // Repeated names collapse as in `Value`: build it (rare).
             Node::Object { .. } | Node::Array { .. } => json::write_compact(out, &self.to_value()),
         }
+    }
+}
+
+/// The index of the node after the value at `at` and everything inside it
+/// (a container knows where it ends).
+fn skip(nodes: &[Node], at: usize) -> usize {
+    match nodes[at] {
+        Node::Array { end, .. } | Node::Object { end, .. } => end as usize,
+        _ => at + 1,
     }
 }
 
@@ -375,10 +374,7 @@ impl Tape<'_> {
             if self.name(i) == self.name(name_at) {
                 return true;
             }
-            i = match self.nodes[i + 1] {
-                Node::Array { end, .. } | Node::Object { end, .. } => end as usize,
-                _ => i + 2,
-            };
+            i = skip(&self.nodes, i + 1);
         }
         false
     }
