@@ -519,15 +519,12 @@ impl Search<'_> {
                     (start, self.end - 1)
                 };
                 for i in from.max(start)..=to {
-                    if pi == 0 && self.time(i) < self.lo_time {
+                    if !self.takes(pi, s, i) {
                         continue;
                     }
                     if let Some(l) = lower
                         && self.neg_blocked(pi, l, i)
                     {
-                        continue;
-                    }
-                    if !self.qualifies(s, i) {
                         continue;
                     }
                     self.binds[s] = Some(Bind::One(i));
@@ -541,26 +538,20 @@ impl Search<'_> {
             Some(n) if pi == m => {
                 // The last positive step ends at `e`, the event that first
                 // brings its count to the minimum: exactly `n` events.
-                let fits =
-                    |i: usize| (pi != 0 || self.time(i) >= self.lo_time) && self.qualifies(s, i);
-                // Counted before anything is collected: most events end
-                // no match.
-                if !fits(self.end) {
+                // Counted (stopping past `n`) before anything is
+                // collected: most events end no match.
+                let want = usize::try_from(n).unwrap_or(usize::MAX);
+                let takes = |i: usize| self.takes(pi, s, i);
+                if !takes(self.end)
+                    || (start..=self.end)
+                        .filter(|&i| takes(i))
+                        .take(want.saturating_add(1))
+                        .count()
+                        != want
+                {
                     return false;
                 }
-                let mut count = 0u64;
-                for i in start..=self.end {
-                    if fits(i) {
-                        count += 1;
-                        if count > n {
-                            return false;
-                        }
-                    }
-                }
-                if count != n {
-                    return false;
-                }
-                let set: Vec<usize> = (start..=self.end).filter(|&i| fits(i)).collect();
+                let set: Vec<usize> = (start..=self.end).filter(|&i| takes(i)).collect();
                 if let Some(l) = lower
                     && self.neg_blocked(pi, l, set[0])
                 {
@@ -587,14 +578,12 @@ impl Search<'_> {
                     if !self.reads[next] && !self.qualifies(next, b) {
                         continue;
                     }
-                    let fits = |i: usize| {
-                        (pi != 0 || self.time(i) >= self.lo_time) && self.qualifies(s, i)
-                    };
+                    let takes = |i: usize| self.takes(pi, s, i);
                     let want = usize::try_from(n).unwrap_or(usize::MAX);
-                    if (start..b).filter(|&i| fits(i)).take(want).count() < want {
+                    if (start..b).filter(|&i| takes(i)).take(want).count() < want {
                         continue;
                     }
-                    let set: Vec<usize> = (start..b).filter(|&i| fits(i)).collect();
+                    let set: Vec<usize> = (start..b).filter(|&i| takes(i)).collect();
                     if let Some(l) = lower
                         && self.neg_blocked(pi, l, set[0])
                     {
@@ -616,6 +605,13 @@ impl Search<'_> {
                 false
             }
         }
+    }
+
+    /// Whether the event at buffer index `i` may bind positive step `pi`
+    /// (step `s`): it qualifies, and for the first step it is within
+    /// `within` of the newest event.
+    fn takes(&self, pi: usize, s: usize, i: usize) -> bool {
+        (pi != 0 || self.time(i) >= self.lo_time) && self.qualifies(s, i)
     }
 
     fn first_index(&self) -> usize {
