@@ -175,13 +175,8 @@ fn bench(c: &mut Criterion) {
                 })
             });
             if !with_decode {
-                let keys = pipeline.engine().key_counts();
-                let names: Vec<&str> = pipeline
-                    .engine()
-                    .rules()
-                    .iter()
-                    .map(|r| r.name.as_str())
-                    .collect();
+                let keys = pipeline.key_counts();
+                let names: Vec<&str> = pipeline.rules().iter().map(|r| r.name.as_str()).collect();
                 eprintln!(
                     "engine/{}: {} events measured, {} alerts ({:.3} per event), live keys {:?}",
                     case.name,

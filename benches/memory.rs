@@ -85,7 +85,7 @@ fn run_case(name: &str, n: u64) {
         produced += alerts.len();
         alerts.clear();
     }
-    let keys1: usize = p.engine().key_counts().iter().sum();
+    let keys1: usize = p.key_counts().iter().sum();
     let rss1 = trimmed_rss();
     let flush = format!(
         r#"{{"type":"flush","ts":"{}"}}"#,
@@ -95,7 +95,7 @@ fn run_case(name: &str, n: u64) {
     produced += alerts.len();
     alerts.clear();
     alerts.shrink_to_fit();
-    let keys2: usize = p.engine().key_counts().iter().sum();
+    let keys2: usize = p.key_counts().iter().sum();
     let rss2 = trimmed_rss();
     // The last event is still held by the sequencer (released by the next
     // one), so `keys1` is N - 1 for the stateful rules.

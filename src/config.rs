@@ -273,6 +273,30 @@ pub struct OutboxSection {
     pub max_pending: Option<u64>,
 }
 
+/// How rules are evaluated.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// Threads the rules are shared out among (each rule is evaluated by
+    /// one of them; alerts and their order do not depend on the number).
+    /// Default: one per core, at most [`MAX_ENGINE_THREADS`].
+    pub threads: Option<usize>,
+}
+
+/// The most engine threads the default gives.
+pub const MAX_ENGINE_THREADS: usize = 4;
+
+impl EngineSection {
+    /// The number of engine threads to run.
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_ENGINE_THREADS)
+        })
+    }
+}
+
 /// The configuration file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -291,6 +315,8 @@ pub struct Config {
     pub late_events: Option<PathBuf>,
     #[serde(default)]
     pub outbox: OutboxSection,
+    #[serde(default)]
+    pub engine: EngineSection,
     #[serde(default)]
     pub default_notify: Vec<String>,
     #[serde(default)]
@@ -363,6 +389,12 @@ impl Config {
                 });
             }
         }
+        if cfg.engine.threads == Some(0) {
+            return Err(ConfigError::InvalidNoPos {
+                path: name.to_string(),
+                message: "engine.threads must be at least 1".into(),
+            });
+        }
         for n in &cfg.default_notify {
             if !cfg.channels.contains_key(n) {
                 return Err(ConfigError::InvalidNoPos {
@@ -404,6 +436,20 @@ mod tests {
         assert_eq!(c.events.max_delay, Dur(2000));
         assert_eq!(c.events.idle_timeout, IdleTimeout(Some(30_000)));
         assert_eq!(c.events.max_event_bytes, Size(1 << 20));
+    }
+
+    #[test]
+    fn engine_threads_default_to_the_cores_and_refuse_zero() {
+        let c = Config::parse("t.yaml", "rules: r\n").unwrap();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(c.engine.threads(), cores.min(MAX_ENGINE_THREADS));
+        let c = Config::parse("t.yaml", "rules: r\nengine:\n  threads: 3\n").unwrap();
+        assert_eq!(c.engine.threads(), 3);
+        let e = Config::parse("t.yaml", "rules: r\nengine:\n  threads: 0\n").unwrap_err();
+        assert!(
+            e.to_string().contains("engine.threads must be at least 1"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -34,8 +34,8 @@ fn run(
     let other = Pipeline::new(program, max_delay);
     let preparer = match feed {
         Feed::Plain => None,
-        Feed::Prepared => Some(p.engine().preparer()),
-        Feed::Stale => Some(other.engine().preparer()),
+        Feed::Prepared => Some(p.preparer()),
+        Feed::Stale => Some(other.preparer()),
     };
     let mut out: Vec<Alert> = Vec::new();
     let mut kbuf = String::new();
@@ -45,8 +45,7 @@ fn run(
     }
     p.finish(&mut out);
     let stats = p
-        .engine()
-        .stats()
+        .rule_stats()
         .iter()
         .map(|s| format!("{}/{}", s.matches, s.key_missing))
         .collect::<Vec<_>>()
@@ -116,7 +115,6 @@ fn events_prepared_for_replaced_rules_are_decided_again() {
         other => panic!("{other:?}"),
     };
     let stale = Pipeline::new(&old, 0)
-        .engine()
         .preparer()
         .prepare(&ev, &mut String::new());
     let mut p = Pipeline::new(&new, 0);
@@ -128,7 +126,7 @@ fn events_prepared_for_replaced_rules_are_decided_again() {
     // Prepared for the running rules, the same event alerts too; prepared
     // for the old rules and run by them, it does not.
     let mut p = Pipeline::new(&old, 0);
-    let own = p.engine().preparer().prepare(&ev, &mut String::new());
+    let own = p.preparer().prepare(&ev, &mut String::new());
     let mut out: Vec<Alert> = Vec::new();
     p.push_prepared(ev, Some(own), &mut out).expect("on time");
     p.finish(&mut out);

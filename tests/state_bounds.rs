@@ -56,8 +56,8 @@ fn every_windowed_key_is_dropped_once_it_can_no_longer_fire() {
         );
         push(&mut p, &line, &mut alerts);
     }
-    let counts = p.engine().key_counts();
-    let names: Vec<String> = p.engine().rules().iter().map(|r| r.name.clone()).collect();
+    let counts = p.key_counts();
+    let names: Vec<String> = p.rules().iter().map(|r| r.name.clone()).collect();
     // While the windows are open, every key is live.
     for (n, c) in names.iter().zip(&counts) {
         // Events span 20s; windows of 5s-30s: a good share of keys is live.
@@ -69,7 +69,7 @@ fn every_windowed_key_is_dropped_once_it_can_no_longer_fire() {
     // Time moves on (one unrelated event an hour later releases the rest).
     push(&mut p, r#"{"type":"zzz","ts":3600000}"#, &mut alerts);
     push(&mut p, r#"{"type":"zzz","ts":3600001}"#, &mut alerts);
-    let after = p.engine().key_counts();
+    let after = p.key_counts();
     for (n, c) in names.iter().zip(&after) {
         if *n == "gone" {
             // Absence keys that fired are kept until they resolve (spec 7).
@@ -106,7 +106,7 @@ rule hopping { key u from a window hopping 10s every 5s when count() >= 1000000 
     }
     // sliding 1 + session 1 + absence 1 + hopping: windows [-5s,5s) and
     // [0s,10s) hold the events.
-    assert_eq!(p.engine().pending_timers(), 5);
+    assert_eq!(p.pending_timers(), 5);
     assert!(alerts.is_empty());
 }
 
@@ -135,7 +135,7 @@ rule seq {
         };
         push(&mut p, &line, &mut alerts);
     }
-    assert_eq!(p.engine().key_counts(), vec![0]);
+    assert_eq!(p.key_counts(), vec![0]);
     // Events that a step can use do make keys (the negated step's too).
     // (The event of another stream at the end releases the two before it.)
     for (i, v) in [(2_000, 1), (2_001, 2), (3_000, 0)] {
@@ -143,5 +143,5 @@ rule seq {
         let line = format!("{{\"type\":\"{t}\",\"ts\":{i},\"u\":\"k{v}\",\"v\":{v}}}");
         push(&mut p, &line, &mut alerts);
     }
-    assert_eq!(p.engine().key_counts(), vec![2]);
+    assert_eq!(p.key_counts(), vec![2]);
 }

@@ -306,7 +306,7 @@ mod tests {
         };
         p.push(ev, &mut alerts).unwrap();
         p.finish(&mut alerts);
-        (alerts[0].message.clone(), p.stage().stats().template_errors)
+        (alerts[0].message.clone(), p.stage_stats().template_errors)
     }
 
     #[test]

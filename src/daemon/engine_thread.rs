@@ -157,7 +157,7 @@ pub fn run(
                     // watermark (the sequencer's "late"), not copied for all.
                     let late_raw = (late_log.is_on() && ev.time < pipeline.watermark())
                         .then(|| Box::<str>::from(ev.raw()));
-                    match pipeline.push_prepared(ev, prep, &mut alerts) {
+                    match pipeline.offer(ev, prep) {
                         Ok(()) => accepted += 1,
                         Err(_) => {
                             late += 1;
@@ -167,6 +167,10 @@ pub fn run(
                         }
                     }
                 }
+                // One evaluation for the whole batch: the same alerts, in
+                // the same order, as one per event (Pipeline::offer), and
+                // the engine threads wake once.
+                pipeline.drain(&mut alerts);
                 if accepted > 0 {
                     last_accept = now();
                 }
@@ -220,7 +224,7 @@ pub fn run(
             }
             Logged::Reload { program, done } => {
                 pipeline.reload(&program);
-                shared.preparer.set(pipeline.engine().preparer());
+                shared.preparer.set(pipeline.preparer());
                 tracing::info!(rules = program.rules.len(), "Rules reloaded");
                 last_view = Instant::now() - Duration::from_secs(10);
                 let _ = done.send(());
@@ -300,16 +304,16 @@ pub(super) fn deliver(alerts: &mut Vec<Alert>, shared: &Shared, outbox: &Outbox)
 
 /// Copies engine counters into metrics and the `/v1/rules` view.
 fn publish(pipeline: &Pipeline, shared: &Shared, published: &mut HashMap<String, Published>) {
-    let engine = pipeline.engine();
-    let stage = pipeline.stage().stats();
-    let keys = engine.key_counts();
-    let mut view = Vec::with_capacity(engine.rules().len());
-    for (i, r) in engine.rules().iter().enumerate() {
+    let rule_stats = pipeline.rule_stats();
+    let stage = pipeline.stage_stats();
+    let keys = pipeline.key_counts();
+    let mut view = Vec::with_capacity(pipeline.rules().len());
+    for (i, r) in pipeline.rules().iter().enumerate() {
         let label = RuleLabel {
             rule: r.name.clone(),
         };
         let now_p = Published {
-            matches: engine.stats()[i].matches,
+            matches: rule_stats[i].matches,
             alerts: stage.alerts[i],
             throttled: stage.throttled[i],
         };

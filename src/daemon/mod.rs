@@ -317,7 +317,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let decoder = crate::decode::Decoder::new(config.events.decode_config());
     let policy = crate::wal::FsyncPolicy::parse(config.durability.fsync.as_deref())
         .map_err(StartError::Config)?;
-    let mut pipeline = Pipeline::new(&loaded.program, config.events.max_delay.0);
+    let mut pipeline = Pipeline::with_parts(
+        &loaded.program,
+        config.events.max_delay.0,
+        config.engine.threads(),
+        true,
+    );
     let recovered = {
         let state_dir = config.state_dir.clone();
         let shared = shared.clone();
@@ -361,7 +366,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         previous_checkpoint_lsn,
     } = recovered.durable;
     // Sources prepare batches for the recovered rules from the first one.
-    shared.preparer.set(pipeline.engine().preparer());
+    shared.preparer.set(pipeline.preparer());
     let (logged_tx, logged_rx) = std::sync::mpsc::sync_channel(ENGINE_QUEUE);
     let backlog = Arc::new(crate::source::Backlog::new(ENGINE_BACKLOG));
     let (written_tx, written_rx) = std::sync::mpsc::channel();

@@ -91,7 +91,7 @@ pub struct Prepared {
 pub use operator::Pre;
 
 impl Preparer {
-    fn new(program: &Program) -> Self {
+    pub fn new(program: &Program) -> Self {
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let rules = program.rules.clone();
         let mut routes: FastMap<String, Vec<usize>> = FastMap::default();
@@ -152,6 +152,9 @@ pub struct Engine {
     ops: Vec<Operator>,
     /// The rules (`prep.rules`), their routes and stateless decisions.
     prep: Arc<Preparer>,
+    /// The rules this engine evaluates ([`Engine::part`]): all of them,
+    /// unless the rules are shared out between parts run side by side.
+    owned: Vec<bool>,
     timers: BTreeSet<Timer>,
     stats: Vec<RuleStats>,
     /// Scratch: the key text of the current event, and new timers.
@@ -161,14 +164,29 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(program: &Program) -> Self {
+        let n = program.rules.len();
+        Engine::part(Arc::new(Preparer::new(program)), vec![true; n])
+    }
+
+    /// An engine evaluating only the rules marked in `owned` (one per rule
+    /// of `prep`); the others see no event, keep no state and make no
+    /// timer. Parts built on one preparer use the same prepared events.
+    pub fn part(prep: Arc<Preparer>, owned: Vec<bool>) -> Self {
+        debug_assert_eq!(owned.len(), prep.rules.len());
         Engine {
-            ops: program.rules.iter().map(|r| Operator::new(r)).collect(),
-            stats: vec![RuleStats::default(); program.rules.len()],
-            prep: Arc::new(Preparer::new(program)),
+            ops: prep.rules.iter().map(|r| Operator::new(r)).collect(),
+            stats: vec![RuleStats::default(); prep.rules.len()],
+            owned,
+            prep,
             timers: BTreeSet::new(),
             kbuf: String::with_capacity(64),
             scratch: Vec::new(),
         }
+    }
+
+    /// Whether this engine evaluates rule `i`.
+    pub fn owns(&self, i: usize) -> bool {
+        self.owned[i]
     }
 
     /// The stateless part of the running rules, for source threads to
@@ -181,15 +199,25 @@ impl Engine {
     /// of every rule whose name and text did not change. Returns, for each
     /// new rule, the index it had before (if kept).
     pub fn reload(&mut self, program: &Program) -> Vec<Option<usize>> {
+        let n = program.rules.len();
+        self.reload_part(Arc::new(Preparer::new(program)), vec![true; n])
+    }
+
+    /// [`Engine::reload`] for a part: the new rules come with their
+    /// preparer (shared by all parts) and the part's new `owned` mask. The
+    /// returned `kept` is the same in every part (it depends on names and
+    /// texts only); a kept rule should stay with the part that owned it,
+    /// the only one holding its state.
+    pub fn reload_part(&mut self, prep: Arc<Preparer>, owned: Vec<bool>) -> Vec<Option<usize>> {
         let mut old_ops: Vec<Option<Operator>> = std::mem::take(&mut self.ops)
             .into_iter()
             .map(Some)
             .collect();
         let mut old_stats = std::mem::take(&mut self.stats);
-        let mut kept = Vec::with_capacity(program.rules.len());
-        let mut ops = Vec::with_capacity(program.rules.len());
-        let mut stats = Vec::with_capacity(program.rules.len());
-        for r in &program.rules {
+        let mut kept = Vec::with_capacity(prep.rules.len());
+        let mut ops = Vec::with_capacity(prep.rules.len());
+        let mut stats = Vec::with_capacity(prep.rules.len());
+        for r in &prep.rules {
             let old = self
                 .prep
                 .rules
@@ -221,7 +249,8 @@ impl Engine {
             .into_iter()
             .filter_map(|(t, i, k)| remap[i].map(|j| (t, j, k)))
             .collect();
-        self.prep = Arc::new(Preparer::new(program));
+        self.prep = prep;
+        self.owned = owned;
         self.ops = ops;
         self.stats = stats;
         kept
@@ -265,6 +294,9 @@ impl Engine {
             else {
                 continue;
             };
+            if !self.owned[i] {
+                continue;
+            }
             let Some(op) = Operator::restore(&self.prep.rules[i], &rs.state) else {
                 tracing::warn!(rule = %rs.name, "Checkpointed state does not fit the rule; starting it empty");
                 continue;
@@ -304,6 +336,7 @@ impl Engine {
         let Engine {
             ops,
             prep: preparer,
+            owned,
             timers,
             stats,
             kbuf,
@@ -311,6 +344,9 @@ impl Engine {
         } = self;
         let prep = prep.filter(|p| p.by == preparer.id);
         for (j, &i) in preparer.route(&ev.stream).iter().enumerate() {
+            if !owned[i] {
+                continue;
+            }
             let before = out.len();
             let ok = ops[i].on_event(
                 i,

@@ -204,7 +204,7 @@ impl Shard {
 
     /// Live keys over the shard's rules.
     pub fn keys(&self) -> usize {
-        self.pipeline.engine().key_counts().iter().sum()
+        self.pipeline.key_counts().iter().sum()
     }
 }
 
