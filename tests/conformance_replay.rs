@@ -23,11 +23,12 @@ fn json_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn run_case(dir: &Path) -> Result<(), String> {
+fn run_case(dir: &Path, threads: u32) -> Result<(), String> {
     let args = std::fs::read_to_string(dir.join("args")).unwrap_or_default();
     let out = Command::new(env!("CARGO_BIN_EXE_tocsin"))
         .arg("replay")
         .args(["--rules", "rules.rules"])
+        .arg(format!("--threads={threads}"))
         .args(args.split_whitespace())
         .arg("events.ndjson")
         .current_dir(dir)
@@ -77,6 +78,16 @@ fn run_case(dir: &Path) -> Result<(), String> {
 
 #[test]
 fn every_conformance_case_replays_to_its_expected_alerts() {
+    check_cases(1);
+}
+
+/// The same with the rules shared out among threads (`--threads`).
+#[test]
+fn every_conformance_case_replays_the_same_on_threads() {
+    check_cases(3);
+}
+
+fn check_cases(threads: u32) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/cases");
     let mut cases: Vec<_> = std::fs::read_dir(&root)
         .expect("tests/conformance/cases exists")
@@ -89,7 +100,7 @@ fn every_conformance_case_replays_to_its_expected_alerts() {
     let failures: Vec<String> = cases
         .iter()
         .filter_map(|c| {
-            run_case(c).err().map(|e| {
+            run_case(c, threads).err().map(|e| {
                 format!(
                     "{}: {e}",
                     c.file_name().unwrap_or_default().to_string_lossy()

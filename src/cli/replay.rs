@@ -35,6 +35,10 @@ pub struct ReplayArgs {
     /// Print neither the summary nor the progress bar on stderr.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Threads to share the rules out among (the alerts and their order
+    /// are the same for any number).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
     /// NDJSON event files; stdin when none or `-`.
     pub events: Vec<PathBuf>,
 }
@@ -72,7 +76,16 @@ fn replay(args: &ReplayArgs) -> Result<()> {
         eprint!("{}", loaded.render());
         bail!("the rules in {} are invalid", args.rules.display());
     }
-    let mut pipeline = Pipeline::new(&loaded.program, max_delay);
+    let threads = usize::from(args.threads);
+    let mut pipeline = Pipeline::with_parts(&loaded.program, max_delay, threads, threads > 1);
+    // With several parts, events are offered in batches and evaluated
+    // once per batch, so that the threads share real work (the alerts are
+    // those of evaluating event by event).
+    let batch = if pipeline.parts() > 1 {
+        REPLAY_BATCH
+    } else {
+        1
+    };
     let decoder = Decoder::new(decode_cfg);
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -110,6 +123,7 @@ fn replay(args: &ReplayArgs) -> Result<()> {
                 &decoder,
                 &mut pipeline,
                 &line,
+                batch,
                 &mut alerts,
                 &mut summary,
                 |reason| progress.suspend(|| eprintln!("{name}:{lineno}: rejected: {reason}")),
@@ -271,10 +285,16 @@ fn progress_style(sized: bool, events: &Arc<AtomicU64>, alerts: &Arc<AtomicU64>)
 }
 
 /// Decodes one line and offers it to the pipeline.
+/// Events offered between evaluations when the rules run in several parts.
+const REPLAY_BATCH: usize = 1024;
+
+/// Decodes one line and offers its event; evaluates what is due once
+/// `batch` events have been offered since the last evaluation.
 pub(crate) fn feed(
     decoder: &Decoder,
     pipeline: &mut Pipeline,
     line: &[u8],
+    batch: usize,
     alerts: &mut Vec<Alert>,
     summary: &mut Summary,
     on_reject: impl FnOnce(&str),
@@ -288,7 +308,10 @@ pub(crate) fn feed(
         Decoded::Event(ev) => {
             summary.read += 1;
             // A late event is counted by the pipeline and otherwise ignored.
-            let _ = pipeline.push(ev, alerts);
+            let _ = pipeline.offer(ev, None);
+            if summary.read % batch as u64 == 0 {
+                pipeline.drain(alerts);
+            }
         }
     }
 }
