@@ -309,7 +309,7 @@ pub(crate) fn feed(
             summary.read += 1;
             // A late event is counted by the pipeline and otherwise ignored.
             let _ = pipeline.offer(ev, None);
-            if summary.read % batch as u64 == 0 {
+            if summary.read.is_multiple_of(batch as u64) {
                 pipeline.drain(alerts);
             }
         }
