@@ -347,6 +347,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::info!(
         batches_replayed = recovered.replayed_batches,
         rules_restored = recovered.restored_rules,
+        engine_threads = pipeline.parts(),
         "Recovery done"
     );
     let resume: Vec<crate::source::FileOffset> =
