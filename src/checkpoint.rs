@@ -18,8 +18,10 @@ use crate::pipeline::PipelineSnapshot;
 use crate::source::FileOffset;
 use crate::wal::{Idempotent, sync_dir};
 
-/// The format this binary writes and reads.
-pub const VERSION: u32 = 1;
+/// The format this binary writes. It reads it and format 1 (which kept
+/// tumbling, hopping and session windows as rows of values; format 2
+/// keeps them folded, `engine::aggregate::Columns`).
+pub const VERSION: u32 = 2;
 const MAGIC: &str = "tocsin-checkpoint";
 const KEEP: usize = 2;
 
@@ -255,9 +257,11 @@ mod tests {
     fn a_newer_format_is_refused_clearly() {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), &cp(3)).unwrap();
-        let text = fs::read_to_string(&p)
-            .unwrap()
-            .replacen(" 1 sha256", " 99 sha256", 1);
+        let text = fs::read_to_string(&p).unwrap().replacen(
+            &format!(" {VERSION} sha256"),
+            " 99 sha256",
+            1,
+        );
         fs::write(&p, text).unwrap();
         let e = read_latest(dir.path()).unwrap_err().to_string();
         assert!(

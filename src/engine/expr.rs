@@ -228,6 +228,19 @@ fn operand<'a>(e: &'a CExpr, cx: &Ctx<'a>) -> Operand<'a> {
     }
 }
 
+/// The value of `e` if it is a number, read in place (`None` otherwise).
+pub fn number(e: &CExpr, cx: &Ctx) -> Option<f64> {
+    match operand(e, cx).view() {
+        View::Num(x) => Some(x),
+        _ => None,
+    }
+}
+
+/// Whether `e` is null, read in place.
+pub fn is_null(e: &CExpr, cx: &Ctx) -> bool {
+    operand(e, cx).view().is_null()
+}
+
 /// Evaluates `e` and appends it as compact JSON to `out`; `false` (and
 /// nothing written) when it is null. A field is written from the event's
 /// text without building a value.

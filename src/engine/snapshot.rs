@@ -78,14 +78,45 @@ pub enum ThresholdKeySnap {
         rows: Vec<(i64, Vec<Value>)>,
         on: bool,
     },
+    /// Checkpoint format 1: each window's rows.
     Hopping {
         windows: Vec<(i64, Vec<Vec<Value>>)>,
     },
+    /// Checkpoint format 1.
     Session {
         start: i64,
         last: i64,
         rows: Vec<Vec<Value>>,
     },
+    /// Tumbling and hopping windows, folded (format 2).
+    HoppingFolded { windows: Vec<(i64, ColumnsSnap)> },
+    /// A session, folded (format 2).
+    SessionFolded {
+        start: i64,
+        last: i64,
+        folded: ColumnsSnap,
+    },
+}
+
+/// A folded append-only window (`aggregate::Columns`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ColumnsSnap {
+    pub rows: u64,
+    pub cols: Vec<ColumnSnap>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnSnap {
+    Rows,
+    NonNull(u64),
+    Sum { s: f64, n: u64 },
+    Min(Option<f64>),
+    Max(Option<f64>),
+    Numbers(Vec<f64>),
+    Distinct(Vec<Value>),
+    First(Option<Value>),
+    Last(Option<Value>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

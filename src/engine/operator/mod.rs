@@ -86,7 +86,7 @@ impl Operator {
                 Operator::Absence(absence::AbsenceOp::restore(keys))
             }
             (RuleKind::Threshold(t), OpSnapshot::Threshold { keys }) => {
-                Operator::Threshold(threshold::ThresholdOp::restore(t, keys))
+                Operator::Threshold(threshold::ThresholdOp::restore(t, keys)?)
             }
             (RuleKind::Sequence(s), OpSnapshot::Sequence { next_seq, keys }) => {
                 Operator::Sequence(sequence::SequenceOp::restore(s, *next_seq, keys)?)

@@ -12,36 +12,58 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{KeyMap, NewTimers, slot};
-use crate::engine::aggregate::{Args, Sliding, compute};
-use crate::engine::expr::{Ctx, eval, test};
+use crate::engine::aggregate::{Arg, Args, Columns, DistinctKey, Sliding};
+use crate::engine::expr::{self, Ctx, eval, test};
 use crate::engine::key::Key;
 use crate::engine::snapshot::{OpSnapshot, ThresholdKeySnap};
 use crate::engine::{Match, Status};
 use crate::event::{Event, EventTime};
-use crate::lang::program::{Threshold, Window};
+use crate::lang::program::{AggFunc, Aggregate, Threshold, Window};
 
 enum KeyState {
     Sliding {
         win: Sliding,
         on: bool,
     },
-    /// Open windows by start time.
-    Hopping(BTreeMap<EventTime, Vec<Args>>),
+    /// Open windows by start time (tumbling windows too).
+    Hopping(BTreeMap<EventTime, Columns>),
     Session {
         start: EventTime,
         last: EventTime,
-        rows: Vec<Args>,
+        win: Columns,
     },
 }
 
 pub(crate) struct ThresholdOp {
     keys: KeyMap<KeyState>,
+    /// Scratch: the current event's arguments for an append-only window.
+    args: Vec<Arg>,
+}
+
+/// Aggregate `a`'s argument for the event of `cx`, as an append-only window
+/// folds it (what [`Arg::of`] gives for the argument's value).
+fn event_arg(a: &Aggregate, cx: &Ctx) -> Arg {
+    let Some(e) = &a.arg else {
+        return Arg::Row;
+    };
+    match a.func {
+        AggFunc::Count => Arg::Present(!expr::is_null(e, cx)),
+        AggFunc::Sum | AggFunc::Avg | AggFunc::Min | AggFunc::Max | AggFunc::Percentile(_) => {
+            Arg::Number(expr::number(e, cx))
+        }
+        AggFunc::Distinct => Arg::Distinct(DistinctKey::of(&eval(e, cx))),
+        AggFunc::First | AggFunc::Last => {
+            let v = eval(e, cx);
+            Arg::Value((!v.is_null()).then(|| v.into_owned()))
+        }
+    }
 }
 
 impl ThresholdOp {
     pub(super) fn new(_t: &Threshold) -> Self {
         ThresholdOp {
             keys: KeyMap::default(),
+            args: Vec::new(),
         }
     }
 
@@ -50,7 +72,6 @@ impl ThresholdOp {
     }
 
     pub(super) fn snapshot(&self) -> OpSnapshot {
-        let rows = |r: &[Args]| -> Vec<Vec<Value>> { r.iter().map(|a| a.to_vec()).collect() };
         let mut keys: Vec<(String, ThresholdKeySnap)> = self
             .keys
             .iter()
@@ -60,17 +81,13 @@ impl ThresholdOp {
                         rows: win.rows().map(|(t, a)| (t.0, a.to_vec())).collect(),
                         on: *on,
                     },
-                    KeyState::Hopping(w) => ThresholdKeySnap::Hopping {
-                        windows: w.iter().map(|(s, r)| (s.0, rows(r))).collect(),
+                    KeyState::Hopping(w) => ThresholdKeySnap::HoppingFolded {
+                        windows: w.iter().map(|(s, c)| (s.0, c.snapshot())).collect(),
                     },
-                    KeyState::Session {
-                        start,
-                        last,
-                        rows: r,
-                    } => ThresholdKeySnap::Session {
+                    KeyState::Session { start, last, win } => ThresholdKeySnap::SessionFolded {
                         start: start.0,
                         last: last.0,
-                        rows: rows(r),
+                        folded: win.snapshot(),
                     },
                 };
                 (k.to_string(), snap)
@@ -80,36 +97,57 @@ impl ThresholdOp {
         OpSnapshot::Threshold { keys }
     }
 
-    pub(super) fn restore(t: &Threshold, keys: &[(String, ThresholdKeySnap)]) -> Self {
+    /// The state of a snapshot; `None` if it does not fit the rule.
+    pub(super) fn restore(t: &Threshold, keys: &[(String, ThresholdKeySnap)]) -> Option<Self> {
         let args = |v: &[Value]| -> Args { Args::from(v) };
-        ThresholdOp {
-            keys: keys
-                .iter()
-                .map(|(k, snap)| {
-                    let st = match snap {
-                        ThresholdKeySnap::Sliding { rows, on } => KeyState::Sliding {
-                            win: Sliding::from_rows(
-                                &t.aggs,
-                                rows.iter().map(|(t, a)| (EventTime(*t), args(a))),
-                            ),
-                            on: *on,
-                        },
-                        ThresholdKeySnap::Hopping { windows } => KeyState::Hopping(
-                            windows
-                                .iter()
-                                .map(|(s, r)| (EventTime(*s), r.iter().map(|a| args(a)).collect()))
-                                .collect(),
-                        ),
-                        ThresholdKeySnap::Session { start, last, rows } => KeyState::Session {
-                            start: EventTime(*start),
-                            last: EventTime(*last),
-                            rows: rows.iter().map(|a| args(a)).collect(),
-                        },
-                    };
-                    (Key::from(k.as_str()), st)
-                })
-                .collect(),
+        let rows = |r: &[Vec<Value>]| Columns::from_rows(&t.aggs, r.iter().map(Vec::as_slice));
+        let mut map = KeyMap::default();
+        for (k, snap) in keys {
+            let st = match snap {
+                ThresholdKeySnap::Sliding { rows, on } => KeyState::Sliding {
+                    win: Sliding::from_rows(
+                        &t.aggs,
+                        rows.iter().map(|(t, a)| (EventTime(*t), args(a))),
+                    ),
+                    on: *on,
+                },
+                ThresholdKeySnap::Hopping { windows } => KeyState::Hopping(
+                    windows
+                        .iter()
+                        .map(|(s, r)| (EventTime(*s), rows(r)))
+                        .collect(),
+                ),
+                ThresholdKeySnap::Session {
+                    start,
+                    last,
+                    rows: r,
+                } => KeyState::Session {
+                    start: EventTime(*start),
+                    last: EventTime(*last),
+                    win: rows(r),
+                },
+                ThresholdKeySnap::HoppingFolded { windows } => KeyState::Hopping(
+                    windows
+                        .iter()
+                        .map(|(s, c)| Some((EventTime(*s), Columns::restore(&t.aggs, c)?)))
+                        .collect::<Option<_>>()?,
+                ),
+                ThresholdKeySnap::SessionFolded {
+                    start,
+                    last,
+                    folded,
+                } => KeyState::Session {
+                    start: EventTime(*start),
+                    last: EventTime(*last),
+                    win: Columns::restore(&t.aggs, folded)?,
+                },
+            };
+            map.insert(Key::from(k.as_str()), st);
         }
+        Some(ThresholdOp {
+            keys: map,
+            args: Vec::new(),
+        })
     }
 
     pub(super) fn on_event(
@@ -122,18 +160,22 @@ impl ThresholdOp {
         timers: &mut NewTimers,
     ) {
         let cx = Ctx::event(&ev.fields);
-        let args: Args = t
-            .aggs
-            .iter()
-            .map(|a| {
-                a.arg
-                    .as_ref()
-                    .map_or(Value::Null, |e| eval(e, &cx).into_owned())
-            })
-            .collect();
         let now = ev.time;
+        if !matches!(t.window, Window::Sliding { .. }) {
+            self.args.clear();
+            self.args.extend(t.aggs.iter().map(|a| event_arg(a, &cx)));
+        }
         match t.window {
             Window::Sliding { size } => {
+                let args: Args = t
+                    .aggs
+                    .iter()
+                    .map(|a| {
+                        a.arg
+                            .as_ref()
+                            .map_or(Value::Null, |e| eval(e, &cx).into_owned())
+                    })
+                    .collect();
                 let (key, st, new) = slot(&mut self.keys, text, || KeyState::Sliding {
                     win: Sliding::new(),
                     on: false,
@@ -170,11 +212,13 @@ impl ThresholdOp {
                         && start <= t_ms
                         && t_ms < start + size
                     {
-                        let rows = windows.entry(EventTime(s)).or_default();
-                        if rows.is_empty() {
+                        let win = windows
+                            .entry(EventTime(s))
+                            .or_insert_with(|| Columns::new(&t.aggs));
+                        if win.is_empty() {
                             timers.push((EventTime(e), key.clone()));
                         }
-                        rows.push(args.clone());
+                        win.add(&self.args);
                     }
                     k += 1;
                 }
@@ -183,13 +227,13 @@ impl ThresholdOp {
                 let (key, st, new) = slot(&mut self.keys, text, || KeyState::Session {
                     start: now,
                     last: now,
-                    rows: Vec::new(),
+                    win: Columns::new(&t.aggs),
                 });
-                let KeyState::Session { last, rows, .. } = st else {
+                let KeyState::Session { last, win, .. } = st else {
                     return;
                 };
                 *last = now;
-                rows.push(args);
+                win.add(&self.args);
                 if new {
                     timers.push((now.saturating_add(gap), key));
                 }
@@ -230,19 +274,19 @@ impl ThresholdOp {
             }
             (KeyState::Hopping(windows), Window::Hopping { size, .. }) => {
                 let start = at.saturating_sub(size);
-                if let Some(rows) = windows.remove(&start) {
-                    let vals = compute(&t.aggs, rows.iter());
-                    if !rows.is_empty() && test(&t.when, &Ctx::aggregates(&vals)) {
+                if let Some(mut win) = windows.remove(&start) {
+                    let vals = win.values(&t.aggs);
+                    if !win.is_empty() && test(&t.when, &Ctx::aggregates(&vals)) {
                         let w = Some((start, at));
                         out.push(alert(idx, t, key.clone(), Status::Firing, at, vals, w));
                     }
                 }
                 drop_key = windows.is_empty();
             }
-            (KeyState::Session { start, last, rows }, Window::Session { gap })
+            (KeyState::Session { start, last, win }, Window::Session { gap })
                 if last.saturating_add(gap) == at =>
             {
-                let vals = compute(&t.aggs, rows.iter());
+                let vals = win.values(&t.aggs);
                 if test(&t.when, &Ctx::aggregates(&vals)) {
                     let w = Some((*start, at));
                     out.push(alert(idx, t, key.clone(), Status::Firing, at, vals, w));
@@ -305,5 +349,68 @@ fn alert(
         window,
         events: Vec::new(),
         quantified: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lang::program::RuleKind;
+    use crate::lang::{Options, load_texts};
+
+    fn rule(text: &str) -> Threshold {
+        let l = load_texts(vec![("r.rules".into(), text.into())], &Options::default());
+        assert!(!l.has_errors(), "{}", l.render());
+        match &l.program.rules[0].kind {
+            RuleKind::Threshold(t) => t.clone(),
+            _ => panic!("a threshold rule"),
+        }
+    }
+
+    /// Windows checkpointed as rows (format 1) restore folded and close
+    /// with the values the rows give; format 2 snapshots round-trip.
+    #[test]
+    fn row_snapshots_of_format_1_restore_folded() {
+        let t = rule(
+            "rule r { key u from a window tumbling 1m when count() >= 1 and (avg(v) > 0 or distinct(v) > 0) }",
+        );
+        let rows = vec![
+            vec![Value::Null, serde_json::json!(1), serde_json::json!(1)],
+            vec![Value::Null, serde_json::json!(2.5), serde_json::json!(2.5)],
+            vec![Value::Null, serde_json::json!("x"), serde_json::json!("x")],
+        ];
+        let old = vec![(
+            r#"{"u":"k"}"#.to_string(),
+            ThresholdKeySnap::Hopping {
+                windows: vec![(0, rows)],
+            },
+        )];
+        let mut op = ThresholdOp::restore(&t, &old).expect("fits");
+        let again = ThresholdOp::restore(
+            &t,
+            match &op.snapshot() {
+                OpSnapshot::Threshold { keys } => keys,
+                _ => panic!("threshold state"),
+            },
+        );
+        for op in [&mut op, &mut again.expect("round trip")] {
+            let (mut out, mut timers) = (Vec::new(), Vec::new());
+            op.on_timer(
+                0,
+                &t,
+                EventTime(60_000),
+                &Key::from(r#"{"u":"k"}"#),
+                &mut out,
+                &mut timers,
+            );
+            assert_eq!(out.len(), 1);
+            let vals: Vec<String> = out[0]
+                .values
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect();
+            assert_eq!(vals, ["count()=3", "avg(v)=1.75", "distinct(v)=3"]);
+            assert_eq!(op.key_count(), 0, "the closed window's key is freed");
+        }
     }
 }
