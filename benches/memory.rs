@@ -47,6 +47,7 @@ fn trimmed_rss() -> u64 {
 const CASES: &[(&str, &str, &str)] = &[
     ("baseline", "auth", include_str!("rules/mem/baseline.rules")),
     ("sliding", "auth", include_str!("rules/mem/sliding.rules")),
+    ("session", "auth", include_str!("rules/mem/session.rules")),
     (
         "absence",
         "heartbeat",
