@@ -7,7 +7,7 @@
 //! checkpoint taken with one part count and restored into another, and
 //! across a reload.
 
-use std::path::Path;
+mod common;
 
 use proptest::prelude::*;
 use tocsin::alert::Alert;
@@ -168,6 +168,22 @@ proptest! {
     }
 }
 
+/// A fixed stream: event `i` has time step `i*a % 4`, stream `i*b % 3`,
+/// user `i % c`, value `i*d % 10`.
+fn fixed(n: usize, [a, b, c, d]: [usize; 4]) -> Vec<Event> {
+    let spec: Vec<(i64, u8, u8, u8)> = (0..n)
+        .map(|i| {
+            (
+                (i * a % 4) as i64,
+                (i * b % 3) as u8,
+                (i % c) as u8,
+                (i * d % 10) as u8,
+            )
+        })
+        .collect();
+    decode(&lines(&spec))
+}
+
 /// The property above is not vacuous: every rule fires on a fixed stream,
 /// and the parts really split the rules.
 #[test]
@@ -209,18 +225,8 @@ fn every_rule_fires_and_parts_share_the_rules() {
 /// run goes on as if never interrupted.
 #[test]
 fn checkpoints_move_between_part_counts() {
-    let spec: Vec<(i64, u8, u8, u8)> = (0..600)
-        .map(|i| {
-            (
-                (i * 11 % 4) as i64,
-                (i * 5 % 3) as u8,
-                (i % 5) as u8,
-                (i * 7 % 10) as u8,
-            )
-        })
-        .collect();
     let program = program(RULES);
-    let events = decode(&lines(&spec));
+    let events = fixed(600, [11, 5, 5, 7]);
     let whole = run(&program, MAX_DELAY, &events, ONE, 1);
     let (head, tail) = events.split_at(events.len() / 2);
     for (before, after) in [(ONE, SHAPES[0]), (SHAPES[0], ONE), (SHAPES[1], SHAPES[2])] {
@@ -245,16 +251,6 @@ fn checkpoints_move_between_part_counts() {
 /// removed, added and kept in between give the same alerts in every shape.
 #[test]
 fn reload_keeps_state_in_every_shape() {
-    let spec: Vec<(i64, u8, u8, u8)> = (0..500)
-        .map(|i| {
-            (
-                (i * 3 % 4) as i64,
-                (i * 7 % 3) as u8,
-                (i % 3) as u8,
-                (i * 9 % 10) as u8,
-            )
-        })
-        .collect();
     let first = program(RULES);
     // `slide`, `hop` and `seq` go; two new rules come first; the rest stay.
     let second = program(&format!(
@@ -264,7 +260,7 @@ fn reload_keeps_state_in_every_shape() {
             .replace("rule hop {", "rule hop2 {")
             .replace("rule seq {", "rule seq2 {")
     ));
-    let events = decode(&lines(&spec));
+    let events = fixed(500, [3, 7, 3, 9]);
     let (head, tail) = events.split_at(events.len() / 2);
     let go = |shape: Shape| {
         let mut p = pipeline(&first, MAX_DELAY, shape);
@@ -289,38 +285,18 @@ fn reload_keeps_state_in_every_shape() {
 /// Every conformance case, in every shape.
 #[test]
 fn conformance_cases_in_every_shape() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/cases");
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .expect("conformance cases")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("rules.rules").exists())
-        .collect();
-    dirs.sort();
-    assert!(dirs.len() >= 50, "{} cases", dirs.len());
     let mut several = 0;
-    for dir in &dirs {
-        let rules = std::fs::read_to_string(dir.join("rules.rules")).expect("rules");
-        let loaded = load_texts(vec![("rules.rules".into(), rules)], &Options::default());
-        if loaded.has_errors() {
-            continue;
-        }
-        let args = std::fs::read_to_string(dir.join("args")).unwrap_or_default();
-        let max_delay = match args.split_whitespace().collect::<Vec<_>>()[..] {
-            ["--max-delay", d] => tocsin::lang::duration_ms(d).expect("duration"),
-            _ => 0,
-        };
-        let text = std::fs::read_to_string(dir.join("events.ndjson")).expect("events");
-        let events = decode(&text.lines().map(String::from).collect::<Vec<_>>());
-        let one = run(&loaded.program, max_delay, &events, ONE, 1);
+    for case in common::conformance_cases() {
+        let one = run(&case.program, case.max_delay, &case.events, ONE, 1);
         for shape in SHAPES {
             assert_eq!(
-                run(&loaded.program, max_delay, &events, shape, 3),
+                run(&case.program, case.max_delay, &case.events, shape, 3),
                 one,
                 "{} in {shape:?}",
-                dir.display()
+                case.dir.display()
             );
         }
-        several += usize::from(loaded.program.rules.len() > 1);
+        several += usize::from(case.program.rules.len() > 1);
     }
     assert!(several >= 5, "only {several} cases have several rules");
 }

@@ -5,7 +5,7 @@
 //! engine thread, and events prepared for other rules (a reload in
 //! between) must be decided again. Checked on every conformance case.
 
-use std::path::Path;
+mod common;
 
 use tocsin::alert::Alert;
 use tocsin::decode::{Decoded, Decoder};
@@ -55,42 +55,15 @@ fn run(
 
 #[test]
 fn prepared_events_give_the_same_alerts_and_counters() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/cases");
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .expect("conformance cases")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("rules.rules").exists())
-        .collect();
-    dirs.sort();
-    assert!(dirs.len() >= 50, "{} cases", dirs.len());
     let mut with_alerts = 0;
-    for dir in &dirs {
-        let rules = std::fs::read_to_string(dir.join("rules.rules")).expect("rules");
-        let loaded = load_texts(vec![("rules.rules".into(), rules)], &Options::default());
-        if loaded.has_errors() {
-            continue;
-        }
-        let args = std::fs::read_to_string(dir.join("args")).unwrap_or_default();
-        let max_delay = match args.split_whitespace().collect::<Vec<_>>()[..] {
-            ["--max-delay", d] => tocsin::lang::duration_ms(d).expect("duration"),
-            _ => 0,
-        };
-        let text = std::fs::read_to_string(dir.join("events.ndjson")).expect("events");
-        let dec = Decoder::default();
-        let events: Vec<Event> = text
-            .lines()
-            .filter_map(|l| match dec.decode(l.as_bytes(), None) {
-                Decoded::Event(e) => Some(e),
-                _ => None,
-            })
-            .collect();
-        let plain = run(&loaded.program, max_delay, &events, Feed::Plain);
+    for case in common::conformance_cases() {
+        let plain = run(&case.program, case.max_delay, &case.events, Feed::Plain);
         for feed in [Feed::Prepared, Feed::Stale] {
             assert_eq!(
-                run(&loaded.program, max_delay, &events, feed),
+                run(&case.program, case.max_delay, &case.events, feed),
                 plain,
                 "{} fed {feed:?}",
-                dir.display()
+                case.dir.display()
             );
         }
         with_alerts += usize::from(!plain.0.is_empty());

@@ -273,3 +273,56 @@ fn serve_webhook(stream: TcpStream, bodies: &std::sync::Mutex<Vec<serde_json::Va
         }
     }
 }
+
+/// A conformance case (`tests/conformance/cases/*`) for library-level
+/// tests: its rules compiled, its `--max-delay`, its events decoded.
+pub struct Case {
+    pub dir: PathBuf,
+    pub program: tocsin::lang::Program,
+    pub max_delay: i64,
+    pub events: Vec<tocsin::event::Event>,
+}
+
+/// Every conformance case whose rules load, in name order (at least 50
+/// cases are expected on disk).
+pub fn conformance_cases() -> Vec<Case> {
+    use tocsin::decode::{Decoded, Decoder};
+    use tocsin::lang::{Options, load_texts};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/cases");
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .expect("conformance cases")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("rules.rules").exists())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 50, "{} cases", dirs.len());
+    let dec = Decoder::default();
+    dirs.into_iter()
+        .filter_map(|dir| {
+            let rules = std::fs::read_to_string(dir.join("rules.rules")).expect("rules");
+            let loaded = load_texts(vec![("rules.rules".into(), rules)], &Options::default());
+            if loaded.has_errors() {
+                return None;
+            }
+            let args = std::fs::read_to_string(dir.join("args")).unwrap_or_default();
+            let max_delay = match args.split_whitespace().collect::<Vec<_>>()[..] {
+                ["--max-delay", d] => tocsin::lang::duration_ms(d).expect("duration"),
+                _ => 0,
+            };
+            let text = std::fs::read_to_string(dir.join("events.ndjson")).expect("events");
+            let events = text
+                .lines()
+                .filter_map(|l| match dec.decode(l.as_bytes(), None) {
+                    Decoded::Event(e) => Some(e),
+                    _ => None,
+                })
+                .collect();
+            Some(Case {
+                dir,
+                program: loaded.program,
+                max_delay,
+                events,
+            })
+        })
+        .collect()
+}
