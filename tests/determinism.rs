@@ -3,34 +3,14 @@
 //! `max_delay`, nor on batching. Property test over random streams and
 //! random arrival orders, through the library pipeline.
 
+mod common;
+
 use proptest::prelude::*;
 use tocsin::decode::{Decoded, Decoder};
 use tocsin::lang::{Options, load_texts};
 use tocsin::pipeline::Pipeline;
 
-const RULES: &str = r#"
-rule f { key u from a where v > 5 }
-rule slide { key u from a window sliding 2s when count() >= 3 and max(v) > 3 }
-rule hop { from * window hopping 3s every 1s when count() > 2 }
-rule sess { key u from b window session 1500ms when distinct(v) >= 2 }
-rule gone { key u from b absent 2s }
-rule seq {
-    key u
-    sequence within 4s {
-        x: a where v < 5 {2,}
-        not n: c
-        y: b where v >= x.v
-    }
-}
-rule trail {
-    key u
-    sequence within 3s {
-        p: a
-        not q: c where v == p.v
-    }
-    throttle 2s
-}
-"#;
+use common::ALL_KINDS as RULES;
 
 const MAX_DELAY: i64 = 1500;
 

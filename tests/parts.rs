@@ -16,33 +16,19 @@ use tocsin::event::Event;
 use tocsin::lang::{Options, Program, load_texts};
 use tocsin::pipeline::Pipeline;
 
-/// Every rule kind, several rules per stream, timers at shared instants.
-const RULES: &str = r#"
-rule f { key u from a where v > 5 }
-rule slide { key u from a window sliding 2s when count() >= 3 and max(v) > 3 }
-rule hop { from * window hopping 3s every 1s when count() > 2 }
+/// Every rule kind, several rules per stream, timers at shared instants:
+/// the determinism test's rules and three more.
+fn rules() -> String {
+    format!(
+        "{}{}",
+        common::ALL_KINDS,
+        r#"
 rule tumble { key u from * where type != "c" window tumbling 1s when count() >= 2 }
-rule sess { key u from b window session 1500ms when distinct(v) >= 2 }
-rule gone { key u from b absent 2s }
 rule gone_a { key u from a absent 1s }
-rule seq {
-    key u
-    sequence within 4s {
-        x: a where v < 5 {2,}
-        not n: c
-        y: b where v >= x.v
-    }
-}
-rule trail {
-    key u
-    sequence within 3s {
-        p: a
-        not q: c where v == p.v
-    }
-    throttle 2s
-}
 rule any { from * where v == 7 }
-"#;
+"#
+    )
+}
 
 const MAX_DELAY: i64 = 500;
 
@@ -159,7 +145,7 @@ proptest! {
 
     #[test]
     fn parts_give_the_alerts_and_counters_of_one_engine(spec in stream(), batch in 1usize..40) {
-        let program = program(RULES);
+        let program = program(&rules());
         let events = decode(&lines(&spec));
         let one = run(&program, MAX_DELAY, &events, ONE, 1);
         for shape in SHAPES {
@@ -198,7 +184,7 @@ fn every_rule_fires_and_parts_share_the_rules() {
             )
         })
         .collect();
-    let program = program(RULES);
+    let program = program(&rules());
     let events = decode(&lines(&spec));
     let one = run(&program, MAX_DELAY, &events, ONE, 1);
     for rule in [
@@ -225,7 +211,7 @@ fn every_rule_fires_and_parts_share_the_rules() {
 /// run goes on as if never interrupted.
 #[test]
 fn checkpoints_move_between_part_counts() {
-    let program = program(RULES);
+    let program = program(&rules());
     let events = fixed(600, [11, 5, 5, 7]);
     let whole = run(&program, MAX_DELAY, &events, ONE, 1);
     let (head, tail) = events.split_at(events.len() / 2);
@@ -251,11 +237,11 @@ fn checkpoints_move_between_part_counts() {
 /// removed, added and kept in between give the same alerts in every shape.
 #[test]
 fn reload_keeps_state_in_every_shape() {
-    let first = program(RULES);
+    let first = program(&rules());
     // `slide`, `hop` and `seq` go; two new rules come first; the rest stay.
     let second = program(&format!(
         "rule new_a {{ key u from a where v < 2 }}\nrule new_w {{ key u from b window sliding 1s when count() >= 2 }}\n{}",
-        RULES
+        rules()
             .replace("rule slide {", "rule slide2 {")
             .replace("rule hop {", "rule hop2 {")
             .replace("rule seq {", "rule seq2 {")

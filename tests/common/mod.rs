@@ -326,3 +326,31 @@ pub fn conformance_cases() -> Vec<Case> {
         })
         .collect()
 }
+
+/// Rules of every kind over streams `a`, `b`, `c` with a key `u` and a
+/// number `v`: a filter, sliding, hopping and session windows, an
+/// absence, a quantified sequence with a negation, a trailing negation
+/// with a throttle. Shared by the property tests over random streams.
+pub const ALL_KINDS: &str = r#"
+rule f { key u from a where v > 5 }
+rule slide { key u from a window sliding 2s when count() >= 3 and max(v) > 3 }
+rule hop { from * window hopping 3s every 1s when count() > 2 }
+rule sess { key u from b window session 1500ms when distinct(v) >= 2 }
+rule gone { key u from b absent 2s }
+rule seq {
+    key u
+    sequence within 4s {
+        x: a where v < 5 {2,}
+        not n: c
+        y: b where v >= x.v
+    }
+}
+rule trail {
+    key u
+    sequence within 3s {
+        p: a
+        not q: c where v == p.v
+    }
+    throttle 2s
+}
+"#;
