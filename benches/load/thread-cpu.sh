@@ -6,9 +6,11 @@
 #
 # Runs benches/load/daemon-run.sh 4 DURATION 0.25 with LOADGEN=rust (the
 # environment — TOCSIN, CONFIG, BENCH, PORT — passes through), samples
-# /proc/PID/task/*/stat every half second while the daemon lives, and
-# divides each thread name's largest sample of user + system ticks (threads
-# end one by one at shutdown) by the events evaluated.
+# /proc/PID/task/*/stat every half second while the load generator runs,
+# and divides each thread name's user + system ticks between the first and
+# the last sample by the events evaluated in that time. (Sampling until
+# the daemon exits would count its shutdown checkpoint, seconds of engine
+# work for a state of this size.)
 set -e
 cd "$(dirname "$0")/../.."
 DUR=${1:-20}
@@ -23,17 +25,36 @@ for _ in $(seq 1 120); do
   sleep 0.25
 done
 SAMPLES=$(mktemp)
-while [ -n "$PID" ] && kill -0 "$PID" 2> /dev/null; do
+LG=""
+for _ in $(seq 1 120); do
+  LG=$(pgrep -f "loadgen-.* http://" | head -1 || true)
+  [ -n "$LG" ] && break
+  sleep 0.1
+done
+metric() {
+  curl -s "127.0.0.1:${PORT:-18080}/metrics" \
+    | awk -v m="$1" 'index($0, m) == 1 { n += $2 } END { print n + 0 }'
+}
+sample() {
+  echo "@ $(date +%s.%N) $(( $(metric tocsin_events_received_total) - $(metric tocsin_events_late_total) ))"
   for t in /proc/"$PID"/task/*; do
     echo "$(cat "$t/comm" 2> /dev/null) $(cut -d' ' -f14,15 "$t/stat" 2> /dev/null)"
-  done | awk 'NF == 3 { a[$1] += $2 + $3 } END { for (k in a) print k, a[k] }' >> "$SAMPLES"
+  done | awk 'NF == 3 { a[$1] += $2 + $3 } END { for (k in a) print k, a[k] }'
+}
+sample > "$SAMPLES.first"
+while [ -n "$LG" ] && kill -0 "$LG" 2> /dev/null; do
+  sample > "$SAMPLES.last"
   sleep 0.5
 done
 wait $RUN || true
 cat "$OUT"
-EV=$(sed -n 's/^evaluated events\/s.*: \([0-9]*\)$/\1/p' "$OUT")
-awk -v ev="$EV" -v d="$DUR" -v hz="$(getconf CLK_TCK)" \
-    '$2 > m[$1] { m[$1] = $2 }
-     END { for (k in m) if (m[k] > 0) printf "thread %-16s %.2f us per evaluated event\n", k, m[k] / hz * 1e6 / (ev * d) }' \
-    "$SAMPLES" | sort
-rm -f "$OUT" "$SAMPLES"
+awk -v hz="$(getconf CLK_TCK)" '
+    FNR == 1 { f = (FILENAME ~ /first$/); if (f) { t0 = $2; e0 = $3 } else { t1 = $2; e1 = $3 }; next }
+    { if (f) a[$1] = $2; else b[$1] = $2 }
+    END {
+      ev = e1 - e0
+      printf "load window %.1f s, %d events evaluated (%.0f/s)\n", t1 - t0, ev, ev / (t1 - t0)
+      for (k in b) if (b[k] - a[k] > 0)
+        printf "thread %-16s %.2f us per evaluated event\n", k, (b[k] - a[k]) / hz * 1e6 / ev
+    }' "$SAMPLES.first" "$SAMPLES.last" | sort
+rm -f "$OUT" "$SAMPLES" "$SAMPLES.first" "$SAMPLES.last"
