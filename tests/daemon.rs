@@ -414,3 +414,42 @@ fn a_tailed_file_is_followed_across_rotation() {
         "{m}"
     );
 }
+
+/// The runtime's threads (sources, channels, admin API) run at a lower
+/// priority than the engine and the log writer, so that evaluation is not
+/// preempted by decoding when the cores are short (docs/performance.md,
+/// "Stop 16"). Linux: the niceness is field 19 of each thread's `stat`.
+#[cfg(target_os = "linux")]
+#[test]
+fn source_threads_yield_to_the_engine() {
+    let dir = setup(FILTER);
+    let d = Daemon::start(dir.path(), &config("", ""), &[]);
+    let mut nice: Vec<(String, i64)> = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{}/task", d.child.id())).unwrap() {
+        let t = t.unwrap().path();
+        let comm = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(t.join("stat")).unwrap_or_default();
+        // Fields after the command name, which is in parentheses.
+        let rest = stat.rsplit_once(')').map(|r| r.1).unwrap_or_default();
+        let n = rest.split_whitespace().nth(16).and_then(|f| f.parse().ok());
+        if let Some(n) = n {
+            nice.push((comm.trim().to_string(), n));
+        }
+    }
+    let of = |name: &str| -> Vec<i64> {
+        nice.iter()
+            .filter(|(c, _)| c == name)
+            .map(|(_, n)| *n)
+            .collect()
+    };
+    let (workers, engine, log) = (of("tokio-rt-worker"), of("tocsin-engine"), of("tocsin-log"));
+    assert!(
+        !workers.is_empty() && !engine.is_empty() && !log.is_empty(),
+        "{nice:?}"
+    );
+    let lowest_source = workers.iter().min().copied().unwrap_or_default();
+    assert!(
+        engine.iter().chain(&log).all(|&e| e < lowest_source),
+        "the engine and the log writer must have a lower niceness than the sources: {nice:?}"
+    );
+}

@@ -26,6 +26,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(lower_priority)
         .build()
     {
         Ok(rt) => rt,
@@ -69,3 +70,21 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// The runtime's threads (HTTP, TCP and file sources decoding events,
+/// channels, the admin API) run at a lower priority than the log writer
+/// and the engine threads: when the cores are short, evaluation — the one
+/// serial stage — keeps going, and the sources slow down (admission then
+/// answers 503) instead of preempting it. Measured in docs/performance.md
+/// ("Stop 16"). Raising niceness needs no privilege; a failure leaves the
+/// default priority.
+fn lower_priority() {
+    use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
+    if let Ok(p) = ThreadPriorityValue::try_from(SOURCE_PRIORITY) {
+        let _ = set_current_thread_priority(ThreadPriority::Crossplatform(p));
+    }
+}
+
+/// `thread-priority`'s cross-platform scale (0–99, 50 = default); below 50
+/// is a positive niceness on Linux.
+const SOURCE_PRIORITY: u8 = 30;
