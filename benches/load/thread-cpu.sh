@@ -18,19 +18,18 @@ OUT=$(mktemp)
 cargo bench -q --bench loadgen --no-run 2> /dev/null
 LOADGEN=rust benches/load/daemon-run.sh 4 "${DUR}s" 0.25 > "$OUT" 2>&1 &
 RUN=$!
-PID=""
-for _ in $(seq 1 120); do
-  PID=$(pgrep -f " run -c ${BENCH:-/tmp/tocsin-bench}/daemon.yaml" | head -1 || true)
-  [ -n "$PID" ] && break
-  sleep 0.25
-done
+# The first process whose command line matches $1, waited for (30 s).
+pid_of() {
+  local p
+  for _ in $(seq 1 300); do
+    p=$(pgrep -f "$1" | head -1 || true)
+    [ -n "$p" ] && echo "$p" && return
+    sleep 0.1
+  done
+}
+PID=$(pid_of " run -c ${BENCH:-/tmp/tocsin-bench}/daemon.yaml")
+LG=$(pid_of "loadgen-.* http://")
 SAMPLES=$(mktemp)
-LG=""
-for _ in $(seq 1 120); do
-  LG=$(pgrep -f "loadgen-.* http://" | head -1 || true)
-  [ -n "$LG" ] && break
-  sleep 0.1
-done
 metric() {
   curl -s "127.0.0.1:${PORT:-18080}/metrics" \
     | awk -v m="$1" 'index($0, m) == 1 { n += $2 } END { print n + 0 }'
