@@ -218,8 +218,8 @@ fn assign(
     n: usize,
     fixed: &[Option<usize>],
 ) -> Vec<usize> {
-    let weight = |r: &crate::lang::program::Rule| match r.kind_name() {
-        "filter" => 1,
+    let weight = |r: &crate::lang::program::Rule| match r.kind {
+        crate::lang::program::RuleKind::Filter(_) => 1,
         _ => 3,
     };
     let mut load = vec![0u32; n];
@@ -305,20 +305,9 @@ impl Pipeline {
     pub fn reload(&mut self, program: &Program) {
         let n = self.parts.len();
         let prep = Arc::new(crate::engine::Preparer::new(program));
-        let names: Vec<(&str, &str)> = self
-            .rules()
-            .iter()
-            .map(|r| (r.name.as_str(), r.source.as_str()))
-            .collect();
-        let fixed: Vec<Option<usize>> = program
-            .rules
-            .iter()
-            .map(|r| {
-                names
-                    .iter()
-                    .position(|&(name, source)| name == r.name && source == r.source)
-                    .map(|old| self.owner[old])
-            })
+        let fixed: Vec<Option<usize>> = crate::engine::kept_rules(self.rules(), &program.rules)
+            .into_iter()
+            .map(|old| old.map(|o| self.owner[o]))
             .collect();
         let owner = assign(&program.rules, n, &fixed);
         for (part, mask) in self.parts.iter_mut().zip(masks(&owner, n)) {
@@ -344,13 +333,12 @@ impl Pipeline {
             .collect();
         let mut stage = self.parts[0].stage.snapshot();
         for p in &self.parts[1..] {
-            let s = p.stage.snapshot();
-            stage.throttles.extend(s.throttles);
-            for (mine, theirs) in stage.alerts.iter_mut().zip(s.alerts) {
-                mine.2[0] += theirs.2[0];
-                mine.2[1] += theirs.2[1];
-                mine.3 += theirs.3;
-            }
+            stage.throttles.extend(p.stage.snapshot().throttles);
+        }
+        let counts = self.stage_stats();
+        for (i, (_, _, alerts, throttled)) in stage.alerts.iter_mut().enumerate() {
+            *alerts = counts.alerts[i];
+            *throttled = counts.throttled[i];
         }
         stage
             .throttles

@@ -139,9 +139,7 @@ impl DistinctKey {
             }
         })
     }
-}
 
-impl DistinctKey {
     /// A value this key is the key of (for snapshots): `DistinctKey::of`
     /// gives this key back for it.
     fn to_value(&self) -> Value {
@@ -151,11 +149,6 @@ impl DistinctKey {
             DistinctKey::String(s) => Value::String(s.to_string()),
             DistinctKey::Composite(text) => serde_json::from_str(text).unwrap_or(Value::Null),
         }
-    }
-
-    /// The order snapshots list keys in (any fixed order would do).
-    fn sort_text(&self) -> String {
-        json::compact(&self.to_value())
     }
 }
 
@@ -206,16 +199,17 @@ pub enum Arg {
 }
 
 impl Arg {
-    /// The argument of aggregate `a` for a row value `v`.
-    pub fn of(a: &Aggregate, v: &Value) -> Arg {
+    /// The argument of aggregate `a` for a row value `v` (kept whole only
+    /// by `first` and `last`, which take it as it is when it is owned).
+    pub fn of(a: &Aggregate, v: std::borrow::Cow<'_, Value>) -> Arg {
         match a.func {
             AggFunc::Count if a.arg.is_none() => Arg::Row,
             AggFunc::Count => Arg::Present(!v.is_null()),
             AggFunc::Sum | AggFunc::Avg | AggFunc::Min | AggFunc::Max | AggFunc::Percentile(_) => {
-                Arg::Number(number(v))
+                Arg::Number(number(&v))
             }
-            AggFunc::Distinct => Arg::Distinct(DistinctKey::of(v)),
-            AggFunc::First | AggFunc::Last => Arg::Value((!v.is_null()).then(|| v.clone())),
+            AggFunc::Distinct => Arg::Distinct(DistinctKey::of(&v)),
+            AggFunc::First | AggFunc::Last => Arg::Value((!v.is_null()).then(|| v.into_owned())),
         }
     }
 }
@@ -303,7 +297,11 @@ impl Columns {
         let mut args = Vec::with_capacity(aggs.len());
         for row in rows {
             args.clear();
-            args.extend(aggs.iter().zip(row).map(|(a, v)| Arg::of(a, v)));
+            args.extend(
+                aggs.iter()
+                    .zip(row)
+                    .map(|(a, v)| Arg::of(a, std::borrow::Cow::Borrowed(v))),
+            );
             c.add(&args);
         }
         c
@@ -362,8 +360,15 @@ impl Columns {
                 Column::Max(m) => ColumnSnap::Max(*m),
                 Column::Numbers(v) => ColumnSnap::Numbers(v.clone()),
                 Column::Distinct(set) => {
-                    let mut keys: Vec<(String, Value)> =
-                        set.iter().map(|k| (k.sort_text(), k.to_value())).collect();
+                    // Listed in a fixed order (by compact text), so that
+                    // equal states snapshot alike.
+                    let mut keys: Vec<(String, Value)> = set
+                        .iter()
+                        .map(|k| {
+                            let v = k.to_value();
+                            (json::compact(&v), v)
+                        })
+                        .collect();
                     keys.sort_by(|a, b| a.0.cmp(&b.0));
                     ColumnSnap::Distinct(keys.into_iter().map(|k| k.1).collect())
                 }
@@ -811,7 +816,11 @@ mod tests {
             let aggs = aggs();
             let mut c = Columns::new(&aggs);
             for row in &rows {
-                let args: Vec<Arg> = aggs.iter().zip(row).map(|(a, v)| Arg::of(a, v)).collect();
+                let args: Vec<Arg> = aggs
+                    .iter()
+                    .zip(row)
+                    .map(|(a, v)| Arg::of(a, std::borrow::Cow::Borrowed(v)))
+                    .collect();
                 c.add(&args);
             }
             let args: Vec<Args> = rows.iter().map(|r| Args::from(r.as_slice())).collect();

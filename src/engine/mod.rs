@@ -148,6 +148,20 @@ impl Preparer {
     }
 }
 
+/// For each rule of `new`, the rule of `old` with the same name and text,
+/// whose state a reload keeps (the first such rule, each at most once).
+pub fn kept_rules(old: &[Arc<Rule>], new: &[Arc<Rule>]) -> Vec<Option<usize>> {
+    let mut taken = vec![false; old.len()];
+    new.iter()
+        .map(|r| {
+            let i = old
+                .iter()
+                .position(|o| o.name == r.name && o.source == r.source)?;
+            (!std::mem::replace(&mut taken[i], true)).then_some(i)
+        })
+        .collect()
+}
+
 pub struct Engine {
     ops: Vec<Operator>,
     /// The rules (`prep.rules`), their routes and stateless decisions.
@@ -163,11 +177,6 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(program: &Program) -> Self {
-        let n = program.rules.len();
-        Engine::part(Arc::new(Preparer::new(program)), vec![true; n])
-    }
-
     /// An engine evaluating only the rules marked in `owned` (one per rule
     /// of `prep`); the others see no event, keep no state and make no
     /// timer. Parts built on one preparer use the same prepared events.
@@ -184,11 +193,6 @@ impl Engine {
         }
     }
 
-    /// Whether this engine evaluates rule `i`.
-    pub fn owns(&self, i: usize) -> bool {
-        self.owned[i]
-    }
-
     /// The stateless part of the running rules, for source threads to
     /// prepare events with ([`Engine::on_event`]).
     pub fn preparer(&self) -> Arc<Preparer> {
@@ -196,47 +200,28 @@ impl Engine {
     }
 
     /// Swaps in a new rule set, keeping the state (keys, timers, counters)
-    /// of every rule whose name and text did not change. Returns, for each
-    /// new rule, the index it had before (if kept).
-    pub fn reload(&mut self, program: &Program) -> Vec<Option<usize>> {
-        let n = program.rules.len();
-        self.reload_part(Arc::new(Preparer::new(program)), vec![true; n])
-    }
-
-    /// [`Engine::reload`] for a part: the new rules come with their
-    /// preparer (shared by all parts) and the part's new `owned` mask. The
-    /// returned `kept` is the same in every part (it depends on names and
-    /// texts only); a kept rule should stay with the part that owned it,
-    /// the only one holding its state.
+    /// of every rule whose name and text did not change. The new rules
+    /// come with their preparer (shared by all parts) and the part's new
+    /// `owned` mask. Returns [`kept_rules`], the same in every part; a kept
+    /// rule should stay with the part that owned it, the only one holding
+    /// its state.
     pub fn reload_part(&mut self, prep: Arc<Preparer>, owned: Vec<bool>) -> Vec<Option<usize>> {
         let mut old_ops: Vec<Option<Operator>> = std::mem::take(&mut self.ops)
             .into_iter()
             .map(Some)
             .collect();
         let mut old_stats = std::mem::take(&mut self.stats);
-        let mut kept = Vec::with_capacity(prep.rules.len());
+        let kept = kept_rules(&self.prep.rules, &prep.rules);
         let mut ops = Vec::with_capacity(prep.rules.len());
         let mut stats = Vec::with_capacity(prep.rules.len());
-        for r in &prep.rules {
-            let old = self
-                .prep
-                .rules
-                .iter()
-                .position(|o| o.name == r.name && o.source == r.source)
-                .filter(|&i| old_ops[i].is_some());
-            match old.and_then(|i| old_ops[i].take()) {
-                Some(op) => {
-                    let i = old.unwrap_or_default();
-                    ops.push(op);
-                    stats.push(std::mem::take(&mut old_stats[i]));
-                    kept.push(Some(i));
-                }
-                None => {
-                    ops.push(Operator::new(r));
-                    stats.push(RuleStats::default());
-                    kept.push(None);
-                }
-            }
+        for (r, old) in prep.rules.iter().zip(&kept) {
+            let carried = old.and_then(|i| {
+                let op = old_ops[i].take()?;
+                Some((op, std::mem::take(&mut old_stats[i])))
+            });
+            let (op, st) = carried.unwrap_or_else(|| (Operator::new(r), RuleStats::default()));
+            ops.push(op);
+            stats.push(st);
         }
         let mut remap = vec![None; self.prep.rules.len()];
         for (new, old) in kept.iter().enumerate() {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{KeyMap, NewTimers, slot};
-use crate::engine::aggregate::{Arg, Args, Columns, DistinctKey, Sliding};
+use crate::engine::aggregate::{Arg, Args, Columns, Sliding};
 use crate::engine::expr::{self, Ctx, eval, test};
 use crate::engine::key::Key;
 use crate::engine::snapshot::{OpSnapshot, ThresholdKeySnap};
@@ -40,22 +40,18 @@ pub(crate) struct ThresholdOp {
     args: Vec<Arg>,
 }
 
-/// Aggregate `a`'s argument for the event of `cx`, as an append-only window
-/// folds it (what [`Arg::of`] gives for the argument's value).
+/// Aggregate `a`'s argument for the event of `cx`: [`Arg::of`] the
+/// argument's value, with counts and numbers read in place (no value
+/// built).
 fn event_arg(a: &Aggregate, cx: &Ctx) -> Arg {
-    let Some(e) = &a.arg else {
-        return Arg::Row;
-    };
-    match a.func {
-        AggFunc::Count => Arg::Present(!expr::is_null(e, cx)),
-        AggFunc::Sum | AggFunc::Avg | AggFunc::Min | AggFunc::Max | AggFunc::Percentile(_) => {
-            Arg::Number(expr::number(e, cx))
-        }
-        AggFunc::Distinct => Arg::Distinct(DistinctKey::of(&eval(e, cx))),
-        AggFunc::First | AggFunc::Last => {
-            let v = eval(e, cx);
-            Arg::Value((!v.is_null()).then(|| v.into_owned()))
-        }
+    match (&a.arg, a.func) {
+        (None, _) => Arg::Row,
+        (Some(e), AggFunc::Count) => Arg::Present(!expr::is_null(e, cx)),
+        (
+            Some(e),
+            AggFunc::Sum | AggFunc::Avg | AggFunc::Min | AggFunc::Max | AggFunc::Percentile(_),
+        ) => Arg::Number(expr::number(e, cx)),
+        (Some(e), _) => Arg::of(a, eval(e, cx)),
     }
 }
 
