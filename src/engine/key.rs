@@ -30,18 +30,54 @@ pub fn key_of(exprs: &[KeyExpr], fields: &Doc) -> Option<Key> {
 /// expression is null.
 pub fn key_into(exprs: &[KeyExpr], fields: &Doc, out: &mut String) -> bool {
     out.clear();
+    write_key(exprs, fields, out, true)
+}
+
+/// The text every key of a rule starts with: `{"name":` for its first key
+/// expression, nothing for a rule without keys (whose one key is `{}`).
+pub fn key_prefix(exprs: &[KeyExpr]) -> String {
+    let mut out = String::new();
+    if let Some(k) = exprs.first() {
+        out.push('{');
+        json::write_string(&mut out, &k.name);
+        out.push(':');
+    }
+    out
+}
+
+/// [`key_into`] without the rule's [`key_prefix`]: how the engine holds a
+/// key. A prefix all keys of a rule share changes neither their identity
+/// nor their bytewise order, and the rest is short enough to sit inline in
+/// the key tables far more often (`"s-0-00a918"}` rather than
+/// `{"session":"s-0-00a918"}`, 24 bytes, one over the inline limit).
+pub fn short_key_into(exprs: &[KeyExpr], fields: &Doc, out: &mut String) -> bool {
+    out.clear();
+    write_key(exprs, fields, out, false)
+}
+
+/// The whole key text from a rule's [`key_prefix`] and a short key.
+pub fn full_key(prefix: &str, short: &str) -> Key {
+    if prefix.is_empty() {
+        return Key::from(short);
+    }
+    let mut s = String::with_capacity(prefix.len() + short.len());
+    s.push_str(prefix);
+    s.push_str(short);
+    Key::from(s)
+}
+
+fn write_key(exprs: &[KeyExpr], fields: &Doc, out: &mut String, prefix: bool) -> bool {
     if exprs.is_empty() {
         out.push_str("{}");
         return true;
     }
-    out.push('{');
     let cx = Ctx::event(fields);
     for (i, k) in exprs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
+        if i > 0 || prefix {
+            out.push(if i == 0 { '{' } else { ',' });
+            json::write_string(out, &k.name);
+            out.push(':');
         }
-        json::write_string(out, &k.name);
-        out.push(':');
         if !write_compact(&k.expr, &cx, out) {
             return false;
         }

@@ -79,6 +79,9 @@ pub struct Preparer {
     routes: FastMap<String, Vec<usize>>,
     /// Rules reading every stream (`from *`), for streams not in `routes`.
     any: Vec<usize>,
+    /// Per rule: [`key::key_prefix`]. Operators hold keys without it; a
+    /// match, a snapshot and a restore put it back or take it off.
+    prefixes: Vec<String>,
 }
 
 /// An event's [`Pre`] for each rule of its stream, in route order.
@@ -121,6 +124,7 @@ impl Preparer {
         Preparer {
             id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             reads: rules.iter().map(|r| operator::step_reads(r)).collect(),
+            prefixes: rules.iter().map(|r| key::key_prefix(&r.key)).collect(),
             rules,
             routes,
             any,
@@ -243,9 +247,10 @@ impl Engine {
 
     /// The whole state, for a checkpoint.
     pub fn snapshot(&self) -> snapshot::EngineSnapshot {
+        let prefixes = &self.prep.prefixes;
         let mut timers: Vec<Vec<(i64, String)>> = vec![Vec::new(); self.prep.rules.len()];
         for (t, i, k) in &self.timers {
-            timers[*i].push((t.0, k.to_string()));
+            timers[*i].push((t.0, format!("{}{k}", prefixes[*i])));
         }
         let rules = self
             .prep
@@ -257,7 +262,7 @@ impl Engine {
             .map(|(i, ((r, op), timers))| snapshot::RuleSnapshot {
                 name: r.name.clone(),
                 source: r.source.clone(),
-                state: op.snapshot(),
+                state: op.snapshot().map_keys(|k| format!("{}{k}", prefixes[i])),
                 timers,
                 matches: self.stats[i].matches,
                 key_missing: self.stats[i].key_missing,
@@ -282,7 +287,15 @@ impl Engine {
             if !self.owned[i] {
                 continue;
             }
-            let Some(op) = Operator::restore(&self.prep.rules[i], &rs.state) else {
+            let prefix = self.prep.prefixes[i].as_str();
+            let timers: Option<Vec<(EventTime, Key)>> = rs
+                .timers
+                .iter()
+                .map(|(t, k)| Some((EventTime(*t), operator::short_key(k, prefix)?)))
+                .collect();
+            let Some((op, timers)) =
+                Operator::restore(&self.prep.rules[i], &rs.state, prefix).zip(timers)
+            else {
                 tracing::warn!(rule = %rs.name, "Checkpointed state does not fit the rule; starting it empty");
                 continue;
             };
@@ -292,10 +305,8 @@ impl Engine {
                 key_missing: rs.key_missing,
             };
             self.timers.retain(|t| t.1 != i);
-            for (t, k) in &rs.timers {
-                self.timers
-                    .insert((EventTime(*t), i, Key::from(k.as_str())));
-            }
+            self.timers
+                .extend(timers.into_iter().map(|(t, k)| (t, i, k)));
             restored.push(rs.name.clone());
         }
         restored
@@ -345,6 +356,7 @@ impl Engine {
             if !ok {
                 stats[i].key_missing += 1;
             }
+            whole_keys(&preparer.prefixes[i], &mut out[before..]);
             stats[i].matches += (out.len() - before) as u64;
             for (t, k) in scratch.drain(..) {
                 timers.insert((t, i, k));
@@ -374,10 +386,96 @@ impl Engine {
             };
             let before = out.len();
             self.ops[i].on_timer(i, &self.prep.rules[i], t, &key, out, &mut new_timers);
+            whole_keys(&self.prep.prefixes[i], &mut out[before..]);
             self.stats[i].matches += (out.len() - before) as u64;
             for (t2, k) in new_timers.drain(..) {
                 self.timers.insert((t2, i, k));
             }
         }
+    }
+}
+
+/// Puts a rule's key prefix back on the keys of its new matches.
+fn whole_keys(prefix: &str, matches: &mut [Match]) {
+    if prefix.is_empty() {
+        return;
+    }
+    for m in matches {
+        m.key = key::full_key(prefix, &m.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Decoded, Decoder};
+    use crate::lang::{Options, load_texts};
+
+    const RULES: &str = r#"
+rule gone { key user, ip from hb absent 1s }
+rule seq { key user sequence within 5s { a: hb where n == 1 b: hb where n == 2 } }
+"#;
+
+    fn engine() -> Engine {
+        let l = load_texts(vec![("r.rules".into(), RULES.into())], &Options::default());
+        assert!(!l.has_errors(), "{}", l.render());
+        let n = l.program.rules.len();
+        Engine::part(Arc::new(Preparer::new(&l.program)), vec![true; n])
+    }
+
+    fn event(line: &str) -> Arc<Event> {
+        match Decoder::default().decode(line.as_bytes(), None) {
+            Decoded::Event(e) => Arc::new(e),
+            _ => panic!("{line}"),
+        }
+    }
+
+    /// The engine holds keys without the rule's `{"name":` prefix, but
+    /// matches, snapshots and their timers carry the whole key text (the
+    /// checkpoint format of earlier versions), and a restore takes the
+    /// prefix off again.
+    #[test]
+    fn keys_are_whole_outside_the_engine() {
+        let mut e = engine();
+        let mut out = Vec::new();
+        e.on_event(
+            &event(r#"{"type":"hb","ts":1,"user":"a","ip":"x","n":1}"#),
+            None,
+            &mut out,
+        );
+        e.on_event(
+            &event(r#"{"type":"hb","ts":2,"user":"a","ip":"x","n":2}"#),
+            None,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key.as_str(), r#"{"user":"a"}"#);
+
+        let snap = e.snapshot();
+        let text = serde_json::to_string(&snap).expect("serialises");
+        assert!(
+            text.contains(r#"[1001,"{\"user\":\"a\",\"ip\":\"x\"}"]"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"["{\"user\":\"a\",\"ip\":\"x\"}",2,false]"#),
+            "{text}"
+        );
+
+        let mut again = engine();
+        assert_eq!(again.restore(&snap), vec!["gone", "seq"]);
+        let mut fired = Vec::new();
+        again.fire_timers(EventTime(1001), &mut fired); // re-arms at 1002
+        again.fire_timers(EventTime(1002), &mut fired);
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].key.as_str(), r#"{"user":"a","ip":"x"}"#);
+
+        // Keys without the rule's prefix are not this rule's state.
+        let mut other = snap.clone();
+        other.rules[0].state = other.rules[0]
+            .state
+            .clone()
+            .map_keys(|k| k.replacen("user", "name", 1));
+        assert_eq!(engine().restore(&other), vec!["seq"]);
     }
 }

@@ -48,21 +48,22 @@ impl AbsenceOp {
         OpSnapshot::Absence { keys }
     }
 
-    pub(super) fn restore(keys: &[(String, i64, bool)]) -> Self {
-        AbsenceOp {
+    /// The state of a snapshot; `None` if a key lacks `prefix`.
+    pub(super) fn restore(keys: &[(String, i64, bool)], prefix: &str) -> Option<Self> {
+        Some(AbsenceOp {
             keys: keys
                 .iter()
                 .map(|(k, last, fired)| {
-                    (
-                        Key::from(k.as_str()),
+                    Some((
+                        super::short_key(k, prefix)?,
                         KeyState {
                             last: EventTime(*last),
                             fired: *fired,
                         },
-                    )
+                    ))
                 })
-                .collect(),
-        }
+                .collect::<Option<_>>()?,
+        })
     }
 
     pub(super) fn key_count(&self) -> usize {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::Match;
 use super::expr::{Ctx, test};
-use super::key::{Key, key_into};
+use super::key::{Key, short_key_into};
 use super::snapshot::OpSnapshot;
 use crate::event::{Event, EventTime};
 use crate::lang::program::{From, Rule, RuleKind};
@@ -28,6 +28,12 @@ pub(super) type KeyMap<V> = hashbrown::HashMap<Key, V, foldhash::fast::RandomSta
 
 /// Drops key `key` and gives memory back once the table is mostly empty
 /// (after a burst of keys), amortised O(1) per removal.
+/// A snapshot's whole key text as the operators hold it: without the
+/// rule's `prefix`; `None` if it lacks it (the snapshot is not this rule's).
+pub(super) fn short_key(whole: &str, prefix: &str) -> Option<Key> {
+    whole.strip_prefix(prefix).map(Key::from)
+}
+
 pub(super) fn remove<V>(map: &mut KeyMap<V>, key: &str) {
     map.remove(key);
     if map.capacity() > 64 && map.len() < map.capacity() / 4 {
@@ -77,19 +83,21 @@ impl Operator {
         }
     }
 
-    /// Rebuilds an operator of `rule` from a snapshot; `None` when the
-    /// snapshot does not fit the rule's kind or cannot be read.
-    pub(super) fn restore(rule: &Rule, snap: &OpSnapshot) -> Option<Self> {
+    /// Rebuilds an operator of `rule` from a snapshot, whose keys are
+    /// whole texts starting with `prefix` ([`super::key::key_prefix`]);
+    /// `None` when the snapshot does not fit the rule's kind or cannot be
+    /// read.
+    pub(super) fn restore(rule: &Rule, snap: &OpSnapshot, prefix: &str) -> Option<Self> {
         Some(match (&rule.kind, snap) {
             (RuleKind::Filter(_), OpSnapshot::Filter) => Operator::Filter(filter::Filter),
             (RuleKind::Absence(_), OpSnapshot::Absence { keys }) => {
-                Operator::Absence(absence::AbsenceOp::restore(keys))
+                Operator::Absence(absence::AbsenceOp::restore(keys, prefix)?)
             }
             (RuleKind::Threshold(t), OpSnapshot::Threshold { keys }) => {
-                Operator::Threshold(threshold::ThresholdOp::restore(t, keys)?)
+                Operator::Threshold(threshold::ThresholdOp::restore(t, keys, prefix)?)
             }
             (RuleKind::Sequence(s), OpSnapshot::Sequence { next_seq, keys }) => {
-                Operator::Sequence(sequence::SequenceOp::restore(s, *next_seq, keys)?)
+                Operator::Sequence(sequence::SequenceOp::restore(s, *next_seq, keys, prefix)?)
             }
             _ => return None,
         })
@@ -204,7 +212,7 @@ enum Decision {
 fn decide(rule: &Rule, reads: &[bool], ev: &Event, kbuf: &mut String) -> Decision {
     let from = match &rule.kind {
         RuleKind::Sequence(seq) => {
-            if !key_into(&rule.key, &ev.fields, kbuf) {
+            if !short_key_into(&rule.key, &ev.fields, kbuf) {
                 return Decision::Missing;
             }
             return match sequence::fits(seq, reads, ev) {
@@ -218,7 +226,7 @@ fn decide(rule: &Rule, reads: &[bool], ev: &Event, kbuf: &mut String) -> Decisio
     };
     if !passes(from, ev) {
         Decision::Skip
-    } else if !key_into(&rule.key, &ev.fields, kbuf) {
+    } else if !short_key_into(&rule.key, &ev.fields, kbuf) {
         Decision::Missing
     } else {
         Decision::Take(0)

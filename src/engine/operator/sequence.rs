@@ -201,11 +201,13 @@ impl SequenceOp {
         }
     }
 
-    /// Rebuilds the state; `None` if a stored event no longer parses.
+    /// Rebuilds the state; `None` if a stored event no longer parses (or a
+    /// key lacks `prefix`).
     pub(super) fn restore(
         seq: &Sequence,
         next_seq: u64,
         keys: &[(String, SequenceKeySnap)],
+        prefix: &str,
     ) -> Option<Self> {
         let mut op = SequenceOp::new(seq);
         op.next_seq = next_seq;
@@ -239,7 +241,7 @@ impl SequenceOp {
                     bound,
                 });
             }
-            op.keys.insert(Key::from(k.as_str()), st);
+            op.keys.insert(super::short_key(k, prefix)?, st);
         }
         Some(op)
     }

@@ -93,8 +93,13 @@ impl ThresholdOp {
         OpSnapshot::Threshold { keys }
     }
 
-    /// The state of a snapshot; `None` if it does not fit the rule.
-    pub(super) fn restore(t: &Threshold, keys: &[(String, ThresholdKeySnap)]) -> Option<Self> {
+    /// The state of a snapshot; `None` if it does not fit the rule (or a
+    /// key lacks `prefix`).
+    pub(super) fn restore(
+        t: &Threshold,
+        keys: &[(String, ThresholdKeySnap)],
+        prefix: &str,
+    ) -> Option<Self> {
         let args = |v: &[Value]| -> Args { Args::from(v) };
         let rows = |r: &[Vec<Value>]| Columns::from_rows(&t.aggs, r.iter().map(Vec::as_slice));
         let mut map = KeyMap::default();
@@ -138,7 +143,7 @@ impl ThresholdOp {
                     win: Columns::restore(&t.aggs, folded)?,
                 },
             };
-            map.insert(Key::from(k.as_str()), st);
+            map.insert(super::short_key(k, prefix)?, st);
         }
         Some(ThresholdOp {
             keys: map,
@@ -381,13 +386,15 @@ mod tests {
                 windows: vec![(0, rows)],
             },
         )];
-        let mut op = ThresholdOp::restore(&t, &old).expect("fits");
+        // Operator-level keys: no prefix taken off.
+        let mut op = ThresholdOp::restore(&t, &old, "").expect("fits");
         let again = ThresholdOp::restore(
             &t,
             match &op.snapshot() {
                 OpSnapshot::Threshold { keys } => keys,
                 _ => panic!("threshold state"),
             },
+            "",
         );
         for op in [&mut op, &mut again.expect("round trip")] {
             let (mut out, mut timers) = (Vec::new(), Vec::new());
