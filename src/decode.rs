@@ -15,7 +15,7 @@ use std::fmt;
 
 use crate::event::doc::{Doc, Node};
 use crate::event::time::{self, TimeError};
-use crate::event::{Event, EventTime, TimeUnit};
+use crate::event::{Event, EventTime, Stream, TimeUnit};
 
 /// What to do with an event whose time field is absent or `null`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -184,7 +184,7 @@ impl Decoder {
             return Err(RejectReason::NotObject);
         }
         let stream = match root.get(&self.cfg.type_field).and_then(|v| v.as_str()) {
-            Some(s) => s.to_owned(),
+            Some(s) => Stream::new(s),
             None => return Err(RejectReason::MissingType),
         };
         let time = match root.get(&self.cfg.time_field) {

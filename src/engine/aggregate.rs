@@ -242,10 +242,16 @@ enum Column {
     Max(Option<f64>),
     /// Percentiles: the numbers, in any order.
     Numbers(Vec<f64>),
-    Distinct(std::collections::HashSet<DistinctKey, foldhash::fast::RandomState>),
-    First(Option<Value>),
-    Last(Option<Value>),
+    // The larger values are boxed: a column is 32 bytes rather than 80
+    // (a `Value` is 72), and a session or hopping window of a live key
+    // holds one column per aggregate.
+    #[allow(clippy::box_collection)] // deliberate, see above
+    Distinct(Box<std::collections::HashSet<DistinctKey, foldhash::fast::RandomState>>),
+    First(Option<Box<Value>>),
+    Last(Option<Box<Value>>),
 }
+
+const _: () = assert!(std::mem::size_of::<Column>() <= 32);
 
 impl Column {
     fn new(a: &Aggregate) -> Column {
@@ -275,8 +281,9 @@ impl Column {
             (Column::Distinct(set), Arg::Distinct(Some(k))) if !set.contains(k) => {
                 set.insert(k.clone());
             }
-            (Column::First(f @ None), Arg::Value(Some(v))) => *f = Some(v.clone()),
-            (Column::Last(l), Arg::Value(Some(v))) => *l = Some(v.clone()),
+            (Column::First(f @ None), Arg::Value(Some(v))) => *f = Some(Box::new(v.clone())),
+            (Column::Last(Some(l)), Arg::Value(Some(v))) => **l = v.clone(),
+            (Column::Last(l @ None), Arg::Value(Some(v))) => *l = Some(Box::new(v.clone())),
             _ => {}
         }
     }
@@ -343,7 +350,7 @@ impl Columns {
                     num(*x)
                 }
                 Column::Distinct(set) => Value::from(set.len() as u64),
-                Column::First(v) | Column::Last(v) => v.clone().unwrap_or(Value::Null),
+                Column::First(v) | Column::Last(v) => v.as_deref().cloned().unwrap_or(Value::Null),
             })
             .collect()
     }
@@ -372,8 +379,8 @@ impl Columns {
                     keys.sort_by(|a, b| a.0.cmp(&b.0));
                     ColumnSnap::Distinct(keys.into_iter().map(|k| k.1).collect())
                 }
-                Column::First(v) => ColumnSnap::First(v.clone()),
-                Column::Last(v) => ColumnSnap::Last(v.clone()),
+                Column::First(v) => ColumnSnap::First(v.as_deref().cloned()),
+                Column::Last(v) => ColumnSnap::Last(v.as_deref().cloned()),
             })
             .collect();
         ColumnsSnap {
@@ -402,8 +409,10 @@ impl Columns {
                         set.extend(vals.iter().filter_map(DistinctKey::of));
                         Column::Distinct(set)
                     }
-                    (Column::First(_), ColumnSnap::First(v)) => Column::First(v.clone()),
-                    (Column::Last(_), ColumnSnap::Last(v)) => Column::Last(v.clone()),
+                    (Column::First(_), ColumnSnap::First(v)) => {
+                        Column::First(v.clone().map(Box::new))
+                    }
+                    (Column::Last(_), ColumnSnap::Last(v)) => Column::Last(v.clone().map(Box::new)),
                     _ => return None,
                 };
                 Some(col)

@@ -21,7 +21,7 @@ pub struct EventSnap {
 impl EventSnap {
     pub fn of(ev: &Event) -> Self {
         EventSnap {
-            stream: ev.stream.clone(),
+            stream: ev.stream.to_string(),
             time: ev.time.0,
             raw: ev.raw().to_owned(),
         }
@@ -30,7 +30,7 @@ impl EventSnap {
     pub fn restore(&self) -> Option<Arc<Event>> {
         let fields = Doc::parse(&self.raw).ok()?;
         Some(Arc::new(Event {
-            stream: self.stream.clone(),
+            stream: self.stream.as_str().into(),
             time: EventTime(self.time),
             fields,
         }))

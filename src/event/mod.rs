@@ -18,11 +18,15 @@ use std::cmp::Ordering;
 pub use doc::{Doc, NodeRef};
 pub use time::{EventTime, TimeUnit};
 
+/// A stream name: held inline up to 23 bytes (every practical name), so
+/// decoding an event allocates nothing for it.
+pub type Stream = smol_str::SmolStr;
+
 /// One decoded event. Cheap to share: the engine holds `Arc<Event>`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// The stream the event belongs to (value of the type field).
-    pub stream: String,
+    pub stream: Stream,
     /// Event time (or arrival time when configured and absent).
     pub time: EventTime,
     /// The whole decoded object (its root is always an object), which
