@@ -6,18 +6,18 @@
 //! with the instant to move to.
 
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::engine::Prepared;
 use crate::event::{Event, EventTime};
 
-/// An event waiting for the watermark. Equal time and text are
-/// interchangeable; the arrival number only keeps both in the set.
+/// An event waiting for the watermark, held in the order of time and
+/// arrival: integers only, so an insertion reads no event text. The events
+/// of one instant are put in text order when they are released, all of
+/// them at once ([`Sequencer::pop_ready`]).
 #[derive(Debug)]
 struct Held {
-    /// The event's time, kept here: most comparisons end with it, without
-    /// reading the event.
     time: EventTime,
     ev: Arc<Event>,
     arrival: u64,
@@ -40,7 +40,6 @@ impl Ord for Held {
     fn cmp(&self, other: &Self) -> Ordering {
         self.time
             .cmp(&other.time)
-            .then_with(|| self.ev.order_cmp(&other.ev))
             .then(self.arrival.cmp(&other.arrival))
     }
 }
@@ -59,6 +58,10 @@ pub struct Sequencer {
     /// `W`; `EventTime::MIN` before any event.
     watermark: EventTime,
     held: BTreeSet<Held>,
+    /// The events of the instant being released, in event order: taken
+    /// from `held` together once their time is below the watermark (no
+    /// event of that time can be accepted any more).
+    ready: VecDeque<Held>,
     arrivals: u64,
 }
 
@@ -69,6 +72,7 @@ impl Sequencer {
             max_seen: None,
             watermark: EventTime::MIN,
             held: BTreeSet::new(),
+            ready: VecDeque::new(),
             arrivals: 0,
         }
     }
@@ -83,7 +87,7 @@ impl Sequencer {
 
     /// Events accepted but not yet released.
     pub fn held(&self) -> usize {
-        self.held.len()
+        self.held.len() + self.ready.len()
     }
 
     /// Accepts an event, or refuses it as late (`ts < W`). `prep`: what was
@@ -118,6 +122,9 @@ impl Sequencer {
 
     /// The time of the next event ready for release (`ts < W`).
     pub fn next_ready(&self) -> Option<EventTime> {
+        if let Some(h) = self.ready.front() {
+            return Some(h.time);
+        }
         self.held
             .first()
             .map(|h| h.time)
@@ -127,8 +134,19 @@ impl Sequencer {
     /// Releases the next ready event, in event order, with what was
     /// prepared for it.
     pub fn pop_ready(&mut self) -> Option<(Arc<Event>, Option<Prepared>)> {
-        self.next_ready()?;
-        self.held.pop_first().map(|h| (h.ev, h.prep))
+        if self.ready.is_empty() {
+            let t = self.next_ready()?;
+            while self.held.first().is_some_and(|h| h.time == t) {
+                if let Some(h) = self.held.pop_first() {
+                    self.ready.push_back(h);
+                }
+            }
+            // Stable: events of equal text keep their arrival order.
+            self.ready
+                .make_contiguous()
+                .sort_by(|a, b| a.ev.order_cmp(&b.ev));
+        }
+        self.ready.pop_front().map(|h| (h.ev, h.prep))
     }
 }
 
@@ -146,8 +164,9 @@ impl Sequencer {
             max_seen: self.max_seen.map(|t| t.0),
             watermark: self.watermark.0,
             held: self
-                .held
+                .ready
                 .iter()
+                .chain(&self.held)
                 .map(|h| crate::engine::snapshot::EventSnap::of(&h.ev))
                 .collect(),
         }
@@ -158,6 +177,7 @@ impl Sequencer {
         self.max_seen = s.max_seen.map(EventTime);
         self.watermark = EventTime(s.watermark);
         self.held.clear();
+        self.ready.clear();
         for e in &s.held {
             if let Some(ev) = e.restore() {
                 self.arrivals += 1;

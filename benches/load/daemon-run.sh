@@ -17,6 +17,9 @@
 #   LOADGEN  wrk (default: benches/load/post_events.lua) or rust
 #            (benches/load/loadgen.rs, the same requests for a tenth of the
 #            CPU; built by `cargo bench`, so run the script where cargo is)
+#   PACED    with LOADGEN=rust: requests per second per connection on a
+#            fixed schedule, latency counted from each request's due time
+#            (an open loop; RATE is then ignored)
 # The config is copied with its state_dir, port and rules path rewritten,
 # so runs with other BENCH/PORT values do not collide.
 #
@@ -56,7 +59,8 @@ cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/p
 CPU0=$(cpu)
 if [ "${LOADGEN:-wrk}" = rust ]; then
   cargo bench -q --bench loadgen -- "http://127.0.0.1:$PORT/v1/events" /tmp/tocsin-bench/mixed.ndjson \
-      "$1" "$2" --batch "${BATCH:-1000}" --ms-per-event "${3:-0.25}" --rate "${4:-0}"
+      "$1" "$2" --batch "${BATCH:-1000}" --ms-per-event "${3:-0.25}" --rate "${4:-0}" \
+      ${PACED:+--paced "$PACED"}
 else
   wrk -t1 -c"$1" -d"$2" --latency -s benches/load/post_events.lua \
       "http://127.0.0.1:$PORT/v1/events" -- /tmp/tocsin-bench/mixed.ndjson "${BATCH:-1000}" 1 "${3:-0.25}" "${4:-0}"

@@ -6,7 +6,7 @@
 //! the daemon is measured on; this takes ~0.1 µs).
 //!
 //!     cargo bench --bench loadgen -- URL FILE CONNECTIONS SECONDS \
-//!         [--batch 1000] [--ms-per-event 0.25] [--rate 0] [--token T]
+//!         [--batch 1000] [--ms-per-event 0.25] [--rate 0 | --paced 0] [--token T]
 //!     (benches/load/daemon-run.sh runs it with LOADGEN=rust)
 //!
 //! FILE: NDJSON from benches/gen_events.py; its first 100,000 lines are the
@@ -21,6 +21,12 @@
 //!
 //! --rate R: requests per second per connection; each connection waits
 //! 1000/R ms after an answer before its next request (as wrk's `delay()`).
+//!
+//! --paced R: an open loop: each connection's request k is due k/R seconds
+//! after the start, sent then (or at once if the previous answer came
+//! late), and its latency counts from when it was due, so a daemon that
+//! falls behind shows in the latency instead of slowing the load down (no
+//! coordinated omission). CONNECTIONS x R x batch is the offered events/s.
 //!
 //! Output (the same lines as the wrk script): requests and non-2xx,
 //! accepted events/s, ack latency p50/p90/p99/p99.9/max.
@@ -195,14 +201,32 @@ fn exchange(
     Ok(status)
 }
 
-fn connection(plan: &Plan, target: &Target, until: Instant, pause: Option<Duration>) -> Tally {
+/// How a connection spaces its requests.
+#[derive(Clone, Copy)]
+enum Pace {
+    /// Closed loop: the next request as soon as the answer is in.
+    Closed,
+    /// This long after each answer (`--rate`).
+    Pause(Duration),
+    /// One request per interval on a fixed schedule (`--paced`).
+    Every(Duration),
+}
+
+fn connection(plan: &Plan, target: &Target, until: Instant, pace: Pace) -> Tally {
     let mut t = Tally::default();
     let (mut body, mut head) = (Vec::new(), Vec::new());
     let mut conn = None;
+    let mut due = Instant::now();
     while Instant::now() < until {
         let slot = plan.next.fetch_add(1, Ordering::Relaxed);
         plan.body(slot, &mut body);
-        let start = Instant::now();
+        if let Pace::Every(_) = pace {
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        let start = match pace {
+            Pace::Every(_) => due,
+            _ => Instant::now(),
+        };
         match exchange(&mut conn, target, &body, &mut head) {
             Ok(status) => {
                 t.requests += 1;
@@ -218,8 +242,10 @@ fn connection(plan: &Plan, target: &Target, until: Instant, pause: Option<Durati
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        if let Some(p) = pause {
-            std::thread::sleep(p);
+        match pace {
+            Pace::Closed => {}
+            Pace::Pause(p) => std::thread::sleep(p),
+            Pace::Every(every) => due += every,
         }
     }
     t
@@ -247,7 +273,7 @@ fn load_templates(path: &str) -> Vec<Vec<Piece>> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: loadgen URL FILE CONNECTIONS SECONDS [--batch N] [--ms-per-event X] [--rate R] [--token T]"
+        "usage: loadgen URL FILE CONNECTIONS SECONDS [--batch N] [--ms-per-event X] [--rate R | --paced R] [--token T]"
     );
     std::process::exit(2)
 }
@@ -287,7 +313,7 @@ fn main() {
         return;
     }
     let mut pos = Vec::new();
-    let (mut per, mut ms, mut rate, mut token) = (1000u64, 0.25f64, 0f64, None);
+    let (mut per, mut ms, mut rate, mut paced, mut token) = (1000u64, 0.25f64, 0f64, 0f64, None);
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| usage());
@@ -295,6 +321,7 @@ fn main() {
             "--batch" => per = val().parse().unwrap_or_else(|_| usage()),
             "--ms-per-event" => ms = val().parse().unwrap_or_else(|_| usage()),
             "--rate" => rate = val().parse().unwrap_or_else(|_| usage()),
+            "--paced" => paced = val().parse().unwrap_or_else(|_| usage()),
             "--token" => token = Some(val()),
             _ => pos.push(a),
         }
@@ -325,13 +352,19 @@ fn main() {
         base: (now_s - 86_400) * 1000,
         next: AtomicU64::new(0),
     });
-    let pause = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
+    let pace = if paced > 0.0 {
+        Pace::Every(Duration::from_secs_f64(1.0 / paced))
+    } else if rate > 0.0 {
+        Pace::Pause(Duration::from_secs_f64(1.0 / rate))
+    } else {
+        Pace::Closed
+    };
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(secs);
     let handles: Vec<_> = (0..conns)
         .map(|_| {
             let (plan, target) = (plan.clone(), target.clone());
-            std::thread::spawn(move || connection(&plan, &target, until, pause))
+            std::thread::spawn(move || connection(&plan, &target, until, pace))
         })
         .collect();
     let mut all = Tally::default();

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../.."
 DUR=${1:-20}
 OUT=$(mktemp)
 cargo bench -q --bench loadgen --no-run 2> /dev/null
-LOADGEN=rust benches/load/daemon-run.sh 4 "${DUR}s" 0.25 > "$OUT" 2>&1 &
+LOADGEN=rust benches/load/daemon-run.sh "${CONNECTIONS:-4}" "${DUR}s" 0.25 > "$OUT" 2>&1 &
 RUN=$!
 # The first process whose command line matches $1, waited for (30 s).
 pid_of() {
