@@ -20,12 +20,9 @@ use crate::engine::{Match, Status};
 use crate::event::{Event, EventTime};
 use crate::lang::program::{AggFunc, Aggregate, Threshold, Window};
 
-/// One key's state. The sliding window is boxed so that the variants of
-/// the many-key windows (hopping, session) set the size: a key table entry
-/// of a session rule is 72 bytes rather than 88.
 enum KeyState {
     Sliding {
-        win: Box<Sliding>,
+        win: Sliding,
         on: bool,
     },
     /// Open windows by start time (tumbling windows too).
@@ -36,8 +33,6 @@ enum KeyState {
         win: Columns,
     },
 }
-
-const _: () = assert!(std::mem::size_of::<KeyState>() <= 48);
 
 pub(crate) struct ThresholdOp {
     keys: KeyMap<KeyState>,
@@ -111,10 +106,10 @@ impl ThresholdOp {
         for (k, snap) in keys {
             let st = match snap {
                 ThresholdKeySnap::Sliding { rows, on } => KeyState::Sliding {
-                    win: Box::new(Sliding::from_rows(
+                    win: Sliding::from_rows(
                         &t.aggs,
                         rows.iter().map(|(t, a)| (EventTime(*t), args(a))),
-                    )),
+                    ),
                     on: *on,
                 },
                 ThresholdKeySnap::Hopping { windows } => KeyState::Hopping(
@@ -183,7 +178,7 @@ impl ThresholdOp {
                     })
                     .collect();
                 let (key, st, new) = slot(&mut self.keys, text, || KeyState::Sliding {
-                    win: Box::new(Sliding::new()),
+                    win: Sliding::new(),
                     on: false,
                 });
                 let KeyState::Sliding { win, on } = st else {
