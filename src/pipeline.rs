@@ -55,6 +55,12 @@ struct Tagged {
     alert: Alert,
 }
 
+/// How many events ahead a part asks for an event's data (tape, text and
+/// prepared decisions) to be cached: they were written by a source thread
+/// up to `max_delay` of events earlier, and are mostly out of cache by now
+/// (replay of 1 M dense events with `--max-delay 2s`: 2.82 → 2.51 s).
+const PREFETCH_AHEAD: usize = 4;
+
 /// Below this many released events, parts run one after another on the
 /// calling thread: waking a helper costs more than the work.
 const PARALLEL_MIN: usize = 32;
@@ -85,6 +91,12 @@ impl Part {
     /// in `chunk` is before `w`.
     fn run(&mut self, chunk: &[Released], w: EventTime, emit: &mut impl FnMut(Step, usize, Alert)) {
         for (ordinal, (ev, prep)) in chunk.iter().enumerate() {
+            if let Some((next, prep)) = chunk.get(ordinal + PREFETCH_AHEAD) {
+                next.fields.prefetch();
+                if let Some(p) = prep {
+                    p.prefetch();
+                }
+            }
             self.timers_before(ev.time, emit);
             self.engine.on_event(ev, prep.as_ref(), &mut self.matches);
             let step = Step {

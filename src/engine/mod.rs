@@ -93,6 +93,13 @@ pub struct Prepared {
 
 pub use operator::Pre;
 
+impl Prepared {
+    /// [`crate::event::prefetch`] of the decisions.
+    pub fn prefetch(&self) {
+        crate::event::prefetch(&self.rules);
+    }
+}
+
 impl Preparer {
     pub fn new(program: &Program) -> Self {
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);

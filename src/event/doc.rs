@@ -124,6 +124,14 @@ impl Doc {
         })
     }
 
+    /// Asks the CPU to bring the first cache lines of the tape and of the
+    /// text into its cache, ahead of their use: the engine evaluates an
+    /// event long after a source thread decoded it (`max_delay` later).
+    pub fn prefetch(&self) {
+        super::prefetch(&self.nodes);
+        super::prefetch(self.text.as_bytes());
+    }
+
     /// The text the document was parsed from.
     pub fn input(&self) -> &str {
         &self.text[..self.input as usize]

@@ -18,6 +18,24 @@ use std::cmp::Ordering;
 pub use doc::{Doc, NodeRef};
 pub use time::{EventTime, TimeUnit};
 
+/// Asks the CPU to cache the first 512 bytes of `items` (a hint, ignored
+/// on other architectures than x86-64): for data read soon by a thread
+/// other than the one that wrote it.
+pub fn prefetch<T>(items: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p = items.as_ptr().cast::<u8>();
+        for off in (0..std::mem::size_of_val(items).min(512)).step_by(64) {
+            // SAFETY: a prefetch is a hint: it neither faults nor changes
+            // memory, and the address is inside `items`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off).cast::<i8>()) }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = items;
+}
+
 /// A stream name: held inline up to 23 bytes (every practical name), so
 /// decoding an event allocates nothing for it.
 pub type Stream = smol_str::SmolStr;
