@@ -38,6 +38,32 @@ pub(crate) struct ThresholdOp {
     keys: KeyMap<KeyState>,
     /// Scratch: the current event's arguments for an append-only window.
     args: Vec<Arg>,
+    /// Per aggregate: an earlier aggregate whose argument is the same
+    /// ([`same_args`]), copied instead of read from the event again.
+    same: Vec<Option<usize>>,
+}
+
+/// Per aggregate, the first earlier one with the same argument in the same
+/// form ([`event_arg`]): `avg(latency_ms)` and `p95(latency_ms)` read
+/// `latency_ms` once per event. Aggregate names are canonical (no spaces),
+/// so equal argument texts are equal expressions.
+fn same_args(aggs: &[Aggregate]) -> Vec<Option<usize>> {
+    let form = |a: &Aggregate| match a.func {
+        AggFunc::Count => 0,
+        AggFunc::Sum | AggFunc::Avg | AggFunc::Min | AggFunc::Max | AggFunc::Percentile(_) => 1,
+        AggFunc::Distinct => 2,
+        AggFunc::First | AggFunc::Last => 3,
+    };
+    let arg_text = |a: &Aggregate| a.name.split_once('(').map(|(_, rest)| rest.to_string());
+    aggs.iter()
+        .enumerate()
+        .map(|(k, a)| {
+            a.arg.as_ref()?;
+            aggs[..k]
+                .iter()
+                .position(|b| b.arg.is_some() && form(b) == form(a) && arg_text(b) == arg_text(a))
+        })
+        .collect()
 }
 
 /// Aggregate `a`'s argument for the event of `cx`: [`Arg::of`] the
@@ -56,10 +82,11 @@ fn event_arg(a: &Aggregate, cx: &Ctx) -> Arg {
 }
 
 impl ThresholdOp {
-    pub(super) fn new(_t: &Threshold) -> Self {
+    pub(super) fn new(t: &Threshold) -> Self {
         ThresholdOp {
             keys: KeyMap::default(),
             args: Vec::new(),
+            same: same_args(&t.aggs),
         }
     }
 
@@ -147,7 +174,7 @@ impl ThresholdOp {
         }
         Some(ThresholdOp {
             keys: map,
-            args: Vec::new(),
+            ..ThresholdOp::new(t)
         })
     }
 
@@ -164,7 +191,13 @@ impl ThresholdOp {
         let now = ev.time;
         if !matches!(t.window, Window::Sliding { .. }) {
             self.args.clear();
-            self.args.extend(t.aggs.iter().map(|a| event_arg(a, &cx)));
+            for (a, same) in t.aggs.iter().zip(&self.same) {
+                let arg = match same {
+                    Some(j) => self.args[*j].clone(),
+                    None => event_arg(a, &cx),
+                };
+                self.args.push(arg);
+            }
         }
         match t.window {
             Window::Sliding { size } => {
@@ -366,6 +399,32 @@ mod tests {
             RuleKind::Threshold(t) => t.clone(),
             _ => panic!("a threshold rule"),
         }
+    }
+
+    /// Aggregates with the same argument in the same form share one read
+    /// of it; others (another form, another argument, `count()`) do not.
+    #[test]
+    fn aggregates_share_equal_arguments() {
+        let t = rule(
+            "rule r { key u from a window tumbling 1m when count() >= 1 and (avg(v) > 0 or p95(v) > 0 or count(v) > 0 or distinct(v) > 0 or max(w) > 0 or sum(v) > 0 or last(v) != null or first(v) != null or count() > 0) }",
+        );
+        let names: Vec<&str> = t.aggs.iter().map(|a| a.name.as_str()).collect();
+        let same: Vec<Option<&str>> = same_args(&t.aggs)
+            .into_iter()
+            .map(|j| j.map(|j| names[j]))
+            .collect();
+        let expect: Vec<(&str, Option<&str>)> = vec![
+            ("count()", None),
+            ("avg(v)", None),
+            ("p95(v)", Some("avg(v)")),
+            ("count(v)", None),
+            ("distinct(v)", None),
+            ("max(w)", None),
+            ("sum(v)", Some("avg(v)")),
+            ("last(v)", None),
+            ("first(v)", Some("last(v)")),
+        ];
+        assert_eq!(names.iter().copied().zip(same).collect::<Vec<_>>(), expect);
     }
 
     /// Windows checkpointed as rows (format 1) restore folded and close
