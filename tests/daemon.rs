@@ -452,4 +452,11 @@ fn source_threads_yield_to_the_engine() {
         engine.iter().chain(&log).all(|&e| e < lowest_source),
         "the engine and the log writer must have a lower niceness than the sources: {nice:?}"
     );
+    // Checkpoints are encoded and written beside the engine, not by it
+    // (a big state took seconds in which nothing was evaluated).
+    let writer = of("tocsin-ckpt");
+    assert!(
+        writer.len() == 1 && writer[0] < lowest_source,
+        "one checkpoint writer at the engine's priority: {nice:?}"
+    );
 }

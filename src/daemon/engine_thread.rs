@@ -128,6 +128,32 @@ pub fn run(
     let _freer = std::thread::Builder::new()
         .name("tocsin-free".into())
         .spawn(move || free_rx.iter().for_each(drop));
+    // Checkpoints are taken here (a consistent snapshot at the marker) and
+    // written on a thread of their own: encoding, hashing and syncing a
+    // state of a million keys took seconds, during which nothing was
+    // evaluated and the sources were answered 503. One at a time, in
+    // order; the writer tells the log writer when the log may be cut.
+    let (cp_tx, cp_rx) = std::sync::mpsc::sync_channel::<(Checkpoint, Instant)>(1);
+    let writer = {
+        let (shared, state_dir, written) =
+            (shared.clone(), settings.state_dir.clone(), links.written);
+        std::thread::Builder::new()
+            .name("tocsin-ckpt".into())
+            .spawn(move || {
+                for (cp, started) in cp_rx {
+                    if write_checkpoint(&state_dir, &cp, started, &shared) {
+                        let _ = written.send(cp.lsn);
+                    }
+                }
+            })
+    };
+    let writer = match writer {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot start the checkpoint thread; no checkpoints are written");
+            None
+        }
+    };
     let hand_off = |pipeline: &mut Pipeline| {
         let released = pipeline.take_released();
         if !released.is_empty() {
@@ -231,8 +257,9 @@ pub fn run(
             }
             Logged::Checkpoint { lsn } => {
                 debug_assert!(evaluated < lsn, "a checkpoint marker out of log order");
-                if checkpoint(&pipeline, &shared, &outbox, &settings, lsn, &offsets) {
-                    let _ = links.written.send(lsn);
+                if let Some(cp) = take_checkpoint(&pipeline, &shared, &outbox, lsn, &offsets) {
+                    // Waits while the previous one is still being written.
+                    let _ = cp_tx.send(cp);
                 }
                 publish(&pipeline, &shared, &mut published);
                 last_view = Instant::now();
@@ -243,27 +270,33 @@ pub fn run(
             last_view = Instant::now();
         }
     }
-    // The queue closed: the log writer has stopped (after a last checkpoint).
+    // The queue closed: the log writer waits for the last checkpoint,
+    // which is written before this thread ends.
+    drop(cp_tx);
+    if let Some(w) = writer
+        && w.join().is_err()
+    {
+        tracing::error!("The checkpoint thread panicked");
+    }
     publish(&pipeline, &shared, &mut published);
     late_log.flush();
     tracing::info!("Engine stopped");
 }
 
-/// Writes a checkpoint covering the log records before `lsn` (all evaluated,
-/// all synced). Alerts are made durable in the outbox first. Says whether
-/// it was written.
-fn checkpoint(
+/// The state for a checkpoint covering the log records before `lsn` (all
+/// evaluated, all synced), once the alerts so far are durable in the
+/// outbox; `None` if they cannot be made so (no checkpoint then).
+fn take_checkpoint(
     pipeline: &Pipeline,
     shared: &Shared,
     outbox: &Outbox,
-    settings: &EngineSettings,
     lsn: u64,
     offsets: &HashMap<String, FileOffset>,
-) -> bool {
+) -> Option<(Checkpoint, Instant)> {
     let started = Instant::now();
     if let Err(e) = outbox.sync() {
         tracing::error!(error = %e, "Cannot sync the outbox before a checkpoint; skipping it");
-        return false;
+        return None;
     }
     let cp = Checkpoint {
         lsn,
@@ -272,12 +305,27 @@ fn checkpoint(
         file_offsets: offsets.values().map(Into::into).collect(),
         idempotency: shared.idempotency.list().iter().map(Into::into).collect(),
     };
-    match checkpoint::write(&settings.state_dir, &cp) {
+    tracing::debug!(
+        lsn,
+        seconds = started.elapsed().as_secs_f64(),
+        "Checkpoint taken"
+    );
+    Some((cp, started))
+}
+
+/// Writes a checkpoint taken at `started`; says whether it was written.
+fn write_checkpoint(
+    state_dir: &std::path::Path,
+    cp: &Checkpoint,
+    started: Instant,
+    shared: &Shared,
+) -> bool {
+    match checkpoint::write(state_dir, cp) {
         Ok(path) => {
             let secs = started.elapsed().as_secs_f64();
             shared.metrics.checkpoint_seconds.set(secs);
             shared.set_last_checkpoint(cp.written_at);
-            tracing::debug!(path = %path.display(), lsn, seconds = secs, "Checkpoint written");
+            tracing::debug!(path = %path.display(), lsn = cp.lsn, seconds = secs, "Checkpoint written");
             true
         }
         Err(e) => {
