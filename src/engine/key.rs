@@ -60,10 +60,15 @@ pub fn full_key(prefix: &str, short: &str) -> Key {
     if prefix.is_empty() {
         return Key::from(short);
     }
+    Key::from(whole_text(prefix, short))
+}
+
+/// [`full_key`] as a `String` (snapshots), built in one allocation.
+pub fn whole_text(prefix: &str, short: &str) -> String {
     let mut s = String::with_capacity(prefix.len() + short.len());
     s.push_str(prefix);
     s.push_str(short);
-    Key::from(s)
+    s
 }
 
 fn write_key(exprs: &[KeyExpr], fields: &Doc, out: &mut String, prefix: bool) -> bool {

@@ -257,7 +257,7 @@ impl Engine {
         let prefixes = &self.prep.prefixes;
         let mut timers: Vec<Vec<(i64, String)>> = vec![Vec::new(); self.prep.rules.len()];
         for (t, i, k) in &self.timers {
-            timers[*i].push((t.0, format!("{}{k}", prefixes[*i])));
+            timers[*i].push((t.0, key::whole_text(&prefixes[*i], k)));
         }
         let rules = self
             .prep
@@ -269,7 +269,7 @@ impl Engine {
             .map(|(i, ((r, op), timers))| snapshot::RuleSnapshot {
                 name: r.name.clone(),
                 source: r.source.clone(),
-                state: op.snapshot().map_keys(|k| format!("{}{k}", prefixes[i])),
+                state: op.snapshot(&prefixes[i]),
                 timers,
                 matches: self.stats[i].matches,
                 key_missing: self.stats[i].key_missing,
@@ -479,10 +479,10 @@ rule seq { key user sequence within 5s { a: hb where n == 1 b: hb where n == 2 }
 
         // Keys without the rule's prefix are not this rule's state.
         let mut other = snap.clone();
-        other.rules[0].state = other.rules[0]
-            .state
-            .clone()
-            .map_keys(|k| k.replacen("user", "name", 1));
+        let snapshot::OpSnapshot::Absence { keys } = &mut other.rules[0].state else {
+            panic!("an absence rule's state");
+        };
+        keys[0].0 = keys[0].0.replacen("user", "name", 1);
         assert_eq!(engine().restore(&other), vec!["seq"]);
     }
 }

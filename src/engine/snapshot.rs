@@ -71,31 +71,6 @@ pub enum OpSnapshot {
     },
 }
 
-impl OpSnapshot {
-    /// The same state with every key text mapped by `f`.
-    pub fn map_keys(self, mut f: impl FnMut(&str) -> String) -> OpSnapshot {
-        fn map<T>(keys: Vec<(String, T)>, f: &mut impl FnMut(&str) -> String) -> Vec<(String, T)> {
-            keys.into_iter().map(|(k, v)| (f(&k), v)).collect()
-        }
-        match self {
-            OpSnapshot::Filter => OpSnapshot::Filter,
-            OpSnapshot::Absence { keys } => OpSnapshot::Absence {
-                keys: keys
-                    .into_iter()
-                    .map(|(k, t, fired)| (f(&k), t, fired))
-                    .collect(),
-            },
-            OpSnapshot::Threshold { keys } => OpSnapshot::Threshold {
-                keys: map(keys, &mut f),
-            },
-            OpSnapshot::Sequence { next_seq, keys } => OpSnapshot::Sequence {
-                next_seq,
-                keys: map(keys, &mut f),
-            },
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "window", rename_all = "snake_case")]
 pub enum ThresholdKeySnap {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::{KeyMap, NewTimers, slot};
-use crate::engine::key::Key;
+use crate::engine::key::{Key, whole_text};
 use crate::engine::snapshot::OpSnapshot;
 use crate::engine::{Match, Status};
 use crate::event::{Event, EventTime};
@@ -38,11 +38,11 @@ fn alert(idx: usize, key: Key, status: Status, time: EventTime) -> Match {
 }
 
 impl AbsenceOp {
-    pub(super) fn snapshot(&self) -> OpSnapshot {
+    pub(super) fn snapshot(&self, prefix: &str) -> OpSnapshot {
         let mut keys: Vec<(String, i64, bool)> = self
             .keys
             .iter()
-            .map(|(k, s)| (k.to_string(), s.last.0, s.fired))
+            .map(|(k, s)| (whole_text(prefix, k), s.last.0, s.fired))
             .collect();
         keys.sort();
         OpSnapshot::Absence { keys }

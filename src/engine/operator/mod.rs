@@ -74,12 +74,14 @@ impl Operator {
         }
     }
 
-    pub(super) fn snapshot(&self) -> OpSnapshot {
+    /// The state, each key as its whole text (`prefix`, the rule's
+    /// [`super::key::key_prefix`], put back).
+    pub(super) fn snapshot(&self, prefix: &str) -> OpSnapshot {
         match self {
             Operator::Filter(_) => OpSnapshot::Filter,
-            Operator::Threshold(o) => o.snapshot(),
-            Operator::Absence(o) => o.snapshot(),
-            Operator::Sequence(o) => o.snapshot(),
+            Operator::Threshold(o) => o.snapshot(prefix),
+            Operator::Absence(o) => o.snapshot(prefix),
+            Operator::Sequence(o) => o.snapshot(prefix),
         }
     }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use super::{KeyMap, NewTimers, slot};
 use crate::engine::expr::{Ctx, StepView, reads_steps, test};
-use crate::engine::key::Key;
+use crate::engine::key::{Key, whole_text};
 use crate::engine::snapshot::{CandidateSnap, EventSnap, OpSnapshot, SequenceKeySnap};
 use crate::engine::{Match, Status};
 use crate::event::{Event, EventTime};
@@ -163,7 +163,7 @@ impl SequenceOp {
         self.keys.len()
     }
 
-    pub(super) fn snapshot(&self) -> OpSnapshot {
+    pub(super) fn snapshot(&self, prefix: &str) -> OpSnapshot {
         let mut keys: Vec<(String, SequenceKeySnap)> = self
             .keys
             .iter()
@@ -191,7 +191,7 @@ impl SequenceOp {
                     consumed: st.consumed,
                     cleanup_at: st.cleanup_at.map(|t| t.0),
                 };
-                (k.to_string(), snap)
+                (whole_text(prefix, k), snap)
             })
             .collect();
         keys.sort_by(|a, b| a.0.cmp(&b.0));

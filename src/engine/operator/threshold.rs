@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::{KeyMap, NewTimers, slot};
 use crate::engine::aggregate::{Arg, Args, Columns, Sliding};
 use crate::engine::expr::{self, Ctx, eval, test};
-use crate::engine::key::Key;
+use crate::engine::key::{Key, whole_text};
 use crate::engine::snapshot::{OpSnapshot, ThresholdKeySnap};
 use crate::engine::{Match, Status};
 use crate::event::{Event, EventTime};
@@ -94,7 +94,7 @@ impl ThresholdOp {
         self.keys.len()
     }
 
-    pub(super) fn snapshot(&self) -> OpSnapshot {
+    pub(super) fn snapshot(&self, prefix: &str) -> OpSnapshot {
         let mut keys: Vec<(String, ThresholdKeySnap)> = self
             .keys
             .iter()
@@ -113,7 +113,7 @@ impl ThresholdOp {
                         folded: win.snapshot(),
                     },
                 };
-                (k.to_string(), snap)
+                (whole_text(prefix, k), snap)
             })
             .collect();
         keys.sort_by(|a, b| a.0.cmp(&b.0));
@@ -449,7 +449,7 @@ mod tests {
         let mut op = ThresholdOp::restore(&t, &old, "").expect("fits");
         let again = ThresholdOp::restore(
             &t,
-            match &op.snapshot() {
+            match &op.snapshot("") {
                 OpSnapshot::Threshold { keys } => keys,
                 _ => panic!("threshold state"),
             },
