@@ -210,6 +210,16 @@ impl Decoder {
     }
 }
 
+/// A unit test's event from one line, decoded with the default
+/// configuration (panics on anything but an event).
+#[cfg(test)]
+pub(crate) fn test_event(line: &str) -> Event {
+    match Decoder::default().decode(line.as_bytes(), None) {
+        Decoded::Event(e) => e,
+        other => panic!("{line}: expected an event, got {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

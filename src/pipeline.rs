@@ -561,7 +561,7 @@ pub struct PipelineSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{Decoded, Decoder};
+    use crate::decode::test_event;
     use crate::lang::{Options, load_texts};
 
     /// With deferred frees, every released event is handed over once, in
@@ -570,14 +570,7 @@ mod tests {
     fn deferred_frees_hand_over_each_released_event() {
         let rules = "rule f { from hb where n > 5 }";
         let loaded = load_texts(vec![("r.rules".into(), rules.into())], &Options::default());
-        let dec = Decoder::default();
-        let ev = |t: i64| match dec.decode(
-            format!(r#"{{"type":"hb","ts":{t},"n":1}}"#).as_bytes(),
-            None,
-        ) {
-            Decoded::Event(e) => e,
-            _ => panic!("decodes"),
-        };
+        let ev = |t: i64| test_event(&format!(r#"{{"type":"hb","ts":{t},"n":1}}"#));
         let mut p = Pipeline::new(&loaded.program, 0);
         let mut out = Vec::new();
         p.push(ev(1), &mut out).unwrap();
@@ -599,19 +592,14 @@ mod tests {
         let rules = "rule gone { key h from hb absent 1m }\nrule f { from hb where n > 5 }";
         let loaded = load_texts(vec![("r.rules".into(), rules.into())], &Options::default());
         assert!(!loaded.has_errors(), "{}", loaded.render());
-        let dec = Decoder::default();
         let events: Vec<Event> = (0..200)
             .map(|i| {
-                let line = format!(
+                test_event(&format!(
                     r#"{{"type":"hb","ts":{},"h":"h{}","n":{}}}"#,
                     i * 1000,
                     i % 50,
                     i % 9
-                );
-                match dec.decode(line.as_bytes(), None) {
-                    Decoded::Event(e) => e,
-                    _ => panic!("decodes"),
-                }
+                ))
             })
             .collect();
         let mut a = Pipeline::new(&loaded.program, 0);

@@ -198,18 +198,40 @@ pub enum Arg {
     Value(Option<Value>),
 }
 
+/// Which [`Arg`] an aggregate folds its argument as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgForm {
+    Row,
+    Present,
+    Number,
+    Distinct,
+    Value,
+}
+
+impl ArgForm {
+    pub fn of(a: &Aggregate) -> ArgForm {
+        match a.func {
+            AggFunc::Count if a.arg.is_none() => ArgForm::Row,
+            AggFunc::Count => ArgForm::Present,
+            AggFunc::Sum | AggFunc::Avg | AggFunc::Min | AggFunc::Max | AggFunc::Percentile(_) => {
+                ArgForm::Number
+            }
+            AggFunc::Distinct => ArgForm::Distinct,
+            AggFunc::First | AggFunc::Last => ArgForm::Value,
+        }
+    }
+}
+
 impl Arg {
     /// The argument of aggregate `a` for a row value `v` (kept whole only
     /// by `first` and `last`, which take it as it is when it is owned).
     pub fn of(a: &Aggregate, v: std::borrow::Cow<'_, Value>) -> Arg {
-        match a.func {
-            AggFunc::Count if a.arg.is_none() => Arg::Row,
-            AggFunc::Count => Arg::Present(!v.is_null()),
-            AggFunc::Sum | AggFunc::Avg | AggFunc::Min | AggFunc::Max | AggFunc::Percentile(_) => {
-                Arg::Number(number(&v))
-            }
-            AggFunc::Distinct => Arg::Distinct(DistinctKey::of(&v)),
-            AggFunc::First | AggFunc::Last => Arg::Value((!v.is_null()).then(|| v.into_owned())),
+        match ArgForm::of(a) {
+            ArgForm::Row => Arg::Row,
+            ArgForm::Present => Arg::Present(!v.is_null()),
+            ArgForm::Number => Arg::Number(number(&v)),
+            ArgForm::Distinct => Arg::Distinct(DistinctKey::of(&v)),
+            ArgForm::Value => Arg::Value((!v.is_null()).then(|| v.into_owned())),
         }
     }
 }

@@ -38,9 +38,7 @@ pub fn key_into(exprs: &[KeyExpr], fields: &Doc, out: &mut String) -> bool {
 pub fn key_prefix(exprs: &[KeyExpr]) -> String {
     let mut out = String::new();
     if let Some(k) = exprs.first() {
-        out.push('{');
-        json::write_string(&mut out, &k.name);
-        out.push(':');
+        write_name(&mut out, '{', k);
     }
     out
 }
@@ -57,9 +55,6 @@ pub fn short_key_into(exprs: &[KeyExpr], fields: &Doc, out: &mut String) -> bool
 
 /// The whole key text from a rule's [`key_prefix`] and a short key.
 pub fn full_key(prefix: &str, short: &str) -> Key {
-    if prefix.is_empty() {
-        return Key::from(short);
-    }
     Key::from(whole_text(prefix, short))
 }
 
@@ -71,17 +66,26 @@ pub fn whole_text(prefix: &str, short: &str) -> String {
     s
 }
 
+/// `{"name":` before the first key expression's value, `,"name":` before
+/// the others'.
+fn write_name(out: &mut String, before: char, k: &KeyExpr) {
+    out.push(before);
+    json::write_string(out, &k.name);
+    out.push(':');
+}
+
 fn write_key(exprs: &[KeyExpr], fields: &Doc, out: &mut String, prefix: bool) -> bool {
-    if exprs.is_empty() {
+    let Some(first) = exprs.first() else {
         out.push_str("{}");
         return true;
+    };
+    if prefix {
+        write_name(out, '{', first);
     }
     let cx = Ctx::event(fields);
     for (i, k) in exprs.iter().enumerate() {
-        if i > 0 || prefix {
-            out.push(if i == 0 { '{' } else { ',' });
-            json::write_string(out, &k.name);
-            out.push(':');
+        if i > 0 {
+            write_name(out, ',', k);
         }
         if !write_compact(&k.expr, &cx, out) {
             return false;

@@ -415,7 +415,7 @@ fn whole_keys(prefix: &str, matches: &mut [Match]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{Decoded, Decoder};
+    use crate::decode::test_event;
     use crate::lang::{Options, load_texts};
 
     const RULES: &str = r#"
@@ -431,10 +431,7 @@ rule seq { key user sequence within 5s { a: hb where n == 1 b: hb where n == 2 }
     }
 
     fn event(line: &str) -> Arc<Event> {
-        match Decoder::default().decode(line.as_bytes(), None) {
-            Decoded::Event(e) => Arc::new(e),
-            _ => panic!("{line}"),
-        }
+        Arc::new(test_event(line))
     }
 
     /// The engine holds keys without the rule's `{"name":` prefix, but

@@ -26,14 +26,14 @@ pub(super) type NewTimers = Vec<(EventTime, Key)>;
 /// `FastMap`).
 pub(super) type KeyMap<V> = hashbrown::HashMap<Key, V, foldhash::fast::RandomState>;
 
-/// Drops key `key` and gives memory back once the table is mostly empty
-/// (after a burst of keys), amortised O(1) per removal.
 /// A snapshot's whole key text as the operators hold it: without the
 /// rule's `prefix`; `None` if it lacks it (the snapshot is not this rule's).
 pub(super) fn short_key(whole: &str, prefix: &str) -> Option<Key> {
     whole.strip_prefix(prefix).map(Key::from)
 }
 
+/// Drops key `key` and gives memory back once the table is mostly empty
+/// (after a burst of keys), amortised O(1) per removal.
 pub(super) fn remove<V>(map: &mut KeyMap<V>, key: &str) {
     map.remove(key);
     if map.capacity() > 64 && map.len() < map.capacity() / 4 {

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{KeyMap, NewTimers, slot};
-use crate::engine::aggregate::{Arg, Args, Columns, Sliding};
+use crate::engine::aggregate::{Arg, ArgForm, Args, Columns, Sliding};
 use crate::engine::expr::{self, Ctx, eval, test};
 use crate::engine::key::{Key, whole_text};
 use crate::engine::snapshot::{OpSnapshot, ThresholdKeySnap};
 use crate::engine::{Match, Status};
 use crate::event::{Event, EventTime};
-use crate::lang::program::{AggFunc, Aggregate, Threshold, Window};
+use crate::lang::program::{Aggregate, Threshold, Window};
 
 enum KeyState {
     Sliding {
@@ -48,20 +48,17 @@ pub(crate) struct ThresholdOp {
 /// `latency_ms` once per event. Aggregate names are canonical (no spaces),
 /// so equal argument texts are equal expressions.
 fn same_args(aggs: &[Aggregate]) -> Vec<Option<usize>> {
-    let form = |a: &Aggregate| match a.func {
-        AggFunc::Count => 0,
-        AggFunc::Sum | AggFunc::Avg | AggFunc::Min | AggFunc::Max | AggFunc::Percentile(_) => 1,
-        AggFunc::Distinct => 2,
-        AggFunc::First | AggFunc::Last => 3,
-    };
     let arg_text = |a: &Aggregate| a.name.split_once('(').map(|(_, rest)| rest.to_string());
     aggs.iter()
         .enumerate()
         .map(|(k, a)| {
-            a.arg.as_ref()?;
+            let form = ArgForm::of(a);
+            if form == ArgForm::Row {
+                return None;
+            }
             aggs[..k]
                 .iter()
-                .position(|b| b.arg.is_some() && form(b) == form(a) && arg_text(b) == arg_text(a))
+                .position(|b| ArgForm::of(b) == form && arg_text(b) == arg_text(a))
         })
         .collect()
 }
@@ -70,13 +67,10 @@ fn same_args(aggs: &[Aggregate]) -> Vec<Option<usize>> {
 /// argument's value, with counts and numbers read in place (no value
 /// built).
 fn event_arg(a: &Aggregate, cx: &Ctx) -> Arg {
-    match (&a.arg, a.func) {
+    match (&a.arg, ArgForm::of(a)) {
         (None, _) => Arg::Row,
-        (Some(e), AggFunc::Count) => Arg::Present(!expr::is_null(e, cx)),
-        (
-            Some(e),
-            AggFunc::Sum | AggFunc::Avg | AggFunc::Min | AggFunc::Max | AggFunc::Percentile(_),
-        ) => Arg::Number(expr::number(e, cx)),
+        (Some(e), ArgForm::Present) => Arg::Present(!expr::is_null(e, cx)),
+        (Some(e), ArgForm::Number) => Arg::Number(expr::number(e, cx)),
         (Some(e), _) => Arg::of(a, eval(e, cx)),
     }
 }
