@@ -133,25 +133,28 @@ pub fn run(
     // state of a million keys took seconds, during which nothing was
     // evaluated and the sources were answered 503. One at a time, in
     // order; the writer tells the log writer when the log may be cut.
+    // Without that thread (it could not start) they are written here.
+    let ckpt = CheckpointWriter {
+        state_dir: settings.state_dir.clone(),
+        shared: shared.clone(),
+        written: links.written,
+    };
     let (cp_tx, cp_rx) = std::sync::mpsc::sync_channel::<(Checkpoint, Instant)>(1);
     let writer = {
-        let (shared, state_dir, written) =
-            (shared.clone(), settings.state_dir.clone(), links.written);
+        let ckpt = ckpt.clone();
         std::thread::Builder::new()
             .name("tocsin-ckpt".into())
             .spawn(move || {
-                for (cp, started) in cp_rx {
-                    if write_checkpoint(&state_dir, &cp, started, &shared) {
-                        let _ = written.send(cp.lsn);
-                    }
-                }
+                cp_rx
+                    .into_iter()
+                    .for_each(|(cp, started)| ckpt.write(&cp, started))
             })
     };
-    let writer = match writer {
-        Ok(w) => Some(w),
+    let (cp_tx, writer) = match writer {
+        Ok(w) => (Some(cp_tx), Some(w)),
         Err(e) => {
-            tracing::error!(error = %e, "Cannot start the checkpoint thread; no checkpoints are written");
-            None
+            tracing::error!(error = %e, "Cannot start the checkpoint thread; checkpoints are written by the engine thread");
+            (None, None)
         }
     };
     let hand_off = |pipeline: &mut Pipeline| {
@@ -257,9 +260,20 @@ pub fn run(
             }
             Logged::Checkpoint { lsn } => {
                 debug_assert!(evaluated < lsn, "a checkpoint marker out of log order");
-                if let Some(cp) = take_checkpoint(&pipeline, &shared, &outbox, lsn, &offsets) {
+                if let Some((cp, started)) =
+                    take_checkpoint(&pipeline, &shared, &outbox, lsn, &offsets)
+                {
                     // Waits while the previous one is still being written.
-                    let _ = cp_tx.send(cp);
+                    match &cp_tx {
+                        Some(tx) => {
+                            if let Err(std::sync::mpsc::SendError((cp, started))) =
+                                tx.send((cp, started))
+                            {
+                                ckpt.write(&cp, started);
+                            }
+                        }
+                        None => ckpt.write(&cp, started),
+                    }
                 }
                 publish(&pipeline, &shared, &mut published);
                 last_view = Instant::now();
@@ -313,24 +327,28 @@ fn take_checkpoint(
     Some((cp, started))
 }
 
-/// Writes a checkpoint taken at `started`; says whether it was written.
-fn write_checkpoint(
-    state_dir: &std::path::Path,
-    cp: &Checkpoint,
-    started: Instant,
-    shared: &Shared,
-) -> bool {
-    match checkpoint::write(state_dir, cp) {
-        Ok(path) => {
-            let secs = started.elapsed().as_secs_f64();
-            shared.metrics.checkpoint_seconds.set(secs);
-            shared.set_last_checkpoint(cp.written_at);
-            tracing::debug!(path = %path.display(), lsn = cp.lsn, seconds = secs, "Checkpoint written");
-            true
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "Checkpoint failed; the log is kept");
-            false
+/// Writes checkpoints and tells the log writer which ones are written.
+#[derive(Clone)]
+struct CheckpointWriter {
+    state_dir: std::path::PathBuf,
+    shared: Arc<Shared>,
+    /// To the log writer: the log may be cut behind these LSNs.
+    written: sync_mpsc::Sender<u64>,
+}
+
+impl CheckpointWriter {
+    /// Writes a checkpoint taken at `started`; once it is on disk, the
+    /// log writer hears of it.
+    fn write(&self, cp: &Checkpoint, started: Instant) {
+        match checkpoint::write(&self.state_dir, cp) {
+            Ok(path) => {
+                let secs = started.elapsed().as_secs_f64();
+                self.shared.metrics.checkpoint_seconds.set(secs);
+                self.shared.set_last_checkpoint(cp.written_at);
+                tracing::debug!(path = %path.display(), lsn = cp.lsn, seconds = secs, "Checkpoint written");
+                let _ = self.written.send(cp.lsn);
+            }
+            Err(e) => tracing::error!(error = %e, "Checkpoint failed; the log is kept"),
         }
     }
 }
