@@ -459,4 +459,11 @@ fn source_threads_yield_to_the_engine() {
         writer.len() == 1 && writer[0] < lowest_source,
         "one checkpoint writer at the engine's priority: {nice:?}"
     );
+    // With `fsync: batch` (the default) the log is synced beside the log
+    // writer, so that neither its next write nor the engine waits for it.
+    let syncer = of("tocsin-sync");
+    assert!(
+        syncer.len() == 1 && syncer[0] < lowest_source,
+        "one log syncer at the engine's priority: {nice:?}"
+    );
 }

@@ -1,10 +1,18 @@
 //! The log writer thread: the only owner of the write-ahead log. It takes
 //! batches, ticks, idle advances and reloads from the sources' bounded
-//! queue, appends every batch and idle advance of a group and syncs once
-//! (group commit), acknowledges the logged batches right after the sync,
+//! queue, appends every batch and idle advance of a group in one write,
 //! then passes everything on, in arrival order and with LSNs, to the engine
 //! thread over a second bounded queue. Logging and evaluation overlap; an
 //! acknowledgement never waits for the engine.
+//!
+//! Acknowledgements wait for the sync the fsync policy asks for. With
+//! `fsync: batch` the syncs run on a thread of their own
+//! ([`super::log_syncer`]): while the disk flushes one group, the next is
+//! written and the engine evaluates both (group commit, pipelined). The
+//! engine may thus see a batch before it is durable, never before it is
+//! written: a killed process loses nothing written, so recovery replays
+//! exactly what the engine saw (docs/durability.md). Idle advances are
+//! synced here, before the engine sees them, under every policy.
 //!
 //! Back-pressure: the events handed to the engine and not yet evaluated
 //! are held under a budget ([`Backlog`]). While it is spent the HTTP source
@@ -20,18 +28,20 @@
 //! back to it still finds every record).
 //!
 //! Invariant: a batch is acknowledged only after its record is written and
-//! synced as the fsync policy says; records reach the engine in LSN order.
+//! synced as the fsync policy says; records reach the engine in LSN order,
+//! each after its write returned.
 
 use std::sync::Arc;
 use std::sync::mpsc as sync_mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::Shared;
 use super::engine_thread::Logged;
-use crate::source::{Backlog, EngineMsg};
-use crate::wal::{Record, Wal};
+use super::log_syncer::{Ack, Syncer};
+use crate::source::{Backlog, EngineMsg, IdempotencyStore};
+use crate::wal::{FsyncPolicy, Record, Wal};
 
 /// Messages taken at once: their log records share one write and one fsync.
 const GROUP: usize = 256;
@@ -57,7 +67,29 @@ pub struct LogLinks {
     pub backlog: Arc<Backlog>,
 }
 
-pub fn run(links: LogLinks, shared: Arc<Shared>, checkpoint_every: Duration, mut state: LogState) {
+/// The syncer and the thread that runs it.
+type SyncThread = (Arc<Syncer>, JoinHandle<()>);
+
+pub fn run(
+    links: LogLinks,
+    answers: Arc<IdempotencyStore>,
+    checkpoint_every: Duration,
+    state: LogState,
+) {
+    let syncer = (state.wal.policy() == FsyncPolicy::Batch)
+        .then(|| start_syncer(answers.clone()))
+        .flatten();
+    run_with(links, answers, checkpoint_every, state, syncer);
+}
+
+/// [`run`] with the syncer given (`None`: this thread syncs).
+fn run_with(
+    links: LogLinks,
+    answers: Arc<IdempotencyStore>,
+    checkpoint_every: Duration,
+    mut state: LogState,
+    syncer: Option<SyncThread>,
+) {
     let LogLinks {
         mut rx,
         tx,
@@ -66,6 +98,7 @@ pub fn run(links: LogLinks, shared: Arc<Shared>, checkpoint_every: Duration, mut
     } = links;
     let mut group: Vec<EngineMsg> = Vec::with_capacity(GROUP);
     let mut lsns: Vec<Option<u64>> = Vec::with_capacity(GROUP);
+    let mut acks: Vec<Ack> = Vec::with_capacity(GROUP);
     let mut last_checkpoint = Instant::now();
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
@@ -75,18 +108,21 @@ pub fn run(links: LogLinks, shared: Arc<Shared>, checkpoint_every: Duration, mut
                 Err(_) => break,
             }
         }
-        log_group(&mut state.wal, &group, &mut lsns);
-        // Acknowledge every logged batch before handing any over: the engine
-        // queue may be full, and an acknowledgement does not wait for it.
+        let synced = log_group(&mut state.wal, &group, &mut lsns, syncer.is_none());
         for (msg, lsn) in group.iter_mut().zip(&lsns) {
             if let (EngineMsg::Batch(b), Some(_)) = (msg, lsn) {
-                if let Some(i) = &b.idempotent {
-                    shared.idempotency.insert(i);
-                }
-                if let Some(done) = b.done.take() {
-                    let _ = done.send(());
-                }
+                acks.push(Ack {
+                    done: b.done.take(),
+                    idempotent: b.idempotent.take(),
+                });
             }
+        }
+        // Acknowledge (or leave to the syncer) before handing anything over:
+        // the engine queue may be full, and an acknowledgement does not
+        // wait for it.
+        match &syncer {
+            Some((s, _)) if !synced => s.push(state.wal.segment(), acks.drain(..)),
+            _ => acks.drain(..).for_each(|a| a.answer(&answers)),
         }
         for (msg, lsn) in group.drain(..).zip(lsns.drain(..)) {
             let Some(out) = logged(msg, lsn) else {
@@ -97,13 +133,13 @@ pub fn run(links: LogLinks, shared: Arc<Shared>, checkpoint_every: Duration, mut
                 // up and the sources feel it.
                 if !backlog.wait_for_room() {
                     tracing::error!("The engine thread is gone; the log writer stops");
-                    return;
+                    return stop_syncer(syncer);
                 }
                 backlog.add(events.len());
             }
             if tx.send(out).is_err() {
                 tracing::error!("The engine thread is gone; the log writer stops");
-                return;
+                return stop_syncer(syncer);
             }
         }
         while let Ok(lsn) = written.try_recv() {
@@ -117,15 +153,43 @@ pub fn run(links: LogLinks, shared: Arc<Shared>, checkpoint_every: Duration, mut
     // Every sender is gone: a last checkpoint, then the log is cut.
     let asked = ask_checkpoint(&mut state.wal, &tx);
     drop(tx);
+    stop_syncer(syncer);
     if asked && let Ok(lsn) = written.recv() {
         cut(&mut state, lsn);
     }
     tracing::info!("Log writer stopped");
 }
 
-/// Appends the group's batches and idle advances, then syncs once; `lsns`
-/// gets each message's LSN, `None` for what was not logged (or failed).
-fn log_group(wal: &mut Wal, group: &[EngineMsg], lsns: &mut Vec<Option<u64>>) {
+/// The syncer and its thread; `None` (the log writer then syncs itself)
+/// when the thread cannot start.
+fn start_syncer(answers: Arc<IdempotencyStore>) -> Option<SyncThread> {
+    let syncer = Arc::new(Syncer::default());
+    let s = syncer.clone();
+    match std::thread::Builder::new()
+        .name("tocsin-sync".into())
+        .spawn(move || s.run(&answers))
+    {
+        Ok(t) => Some((syncer, t)),
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot start the log syncer thread; the log writer syncs");
+            None
+        }
+    }
+}
+
+/// Lets the syncer answer what waits, and waits for it to stop.
+fn stop_syncer(syncer: Option<SyncThread>) {
+    if let Some((s, t)) = syncer {
+        s.close();
+        let _ = t.join();
+    }
+}
+
+/// Appends the group's batches and idle advances in one write; `lsns` gets
+/// each message's LSN, `None` for what was not logged (or failed). Syncs
+/// as the policy says when `sync` is set or the group has an idle advance,
+/// and says whether it did.
+fn log_group(wal: &mut Wal, group: &[EngineMsg], lsns: &mut Vec<Option<u64>>, sync: bool) -> bool {
     lsns.clear();
     let mut advance = false;
     for msg in group {
@@ -148,11 +212,18 @@ fn log_group(wal: &mut Wal, group: &[EngineMsg], lsns: &mut Vec<Option<u64>>) {
     }
     // An idle advance is synced whatever the policy: alerts it releases are
     // delivered, and recovery must replay the same advance.
-    let synced = if advance { wal.sync_now() } else { wal.sync() };
-    if let Err(e) = synced {
-        tracing::error!(error = %e, "Cannot sync the write-ahead log; refusing the batches");
+    let (synced, result) = if advance {
+        (true, wal.sync_now())
+    } else if sync {
+        (true, wal.sync())
+    } else {
+        (false, wal.flush())
+    };
+    if let Err(e) = result {
+        tracing::error!(error = %e, "Cannot write or sync the write-ahead log; refusing the batches");
         lsns.iter_mut().for_each(|l| *l = None);
     }
+    synced
 }
 
 /// What the engine gets for a message; `None` when it was not logged.
@@ -188,4 +259,71 @@ fn ask_checkpoint(wal: &mut Wal, tx: &sync_mpsc::SyncSender<Logged>) -> bool {
 fn cut(state: &mut LogState, lsn: u64) {
     state.wal.truncate_before(state.previous_checkpoint_lsn);
     state.previous_checkpoint_lsn = lsn;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Batch;
+    use tokio::sync::oneshot;
+
+    /// With `fsync: batch` the engine gets a batch as soon as it is
+    /// written, while its acknowledgement waits for the syncer.
+    #[test]
+    fn the_engine_gets_a_written_batch_before_its_sync_acknowledges_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), FsyncPolicy::Batch, 0).unwrap();
+        let (req_tx, rx) = mpsc::channel(4);
+        let (tx, engine) = sync_mpsc::sync_channel(4);
+        let (written_tx, written) = sync_mpsc::channel::<u64>();
+        let links = LogLinks {
+            rx,
+            tx,
+            written,
+            backlog: Arc::new(Backlog::new(100)),
+        };
+        let answers = Arc::new(IdempotencyStore::default());
+        // The syncer's thread starts only when the test opens the gate.
+        let syncer = Arc::new(Syncer::default());
+        let (gate, opened) = sync_mpsc::channel::<()>();
+        let sync_thread = {
+            let (s, a) = (syncer.clone(), answers.clone());
+            std::thread::spawn(move || {
+                let _ = opened.recv();
+                s.run(&a);
+            })
+        };
+        let state = LogState {
+            wal,
+            previous_checkpoint_lsn: 0,
+        };
+        let writer = {
+            let answers = answers.clone();
+            std::thread::spawn(move || {
+                run_with(
+                    links,
+                    answers,
+                    Duration::from_secs(3600),
+                    state,
+                    Some((syncer, sync_thread)),
+                )
+            })
+        };
+        let (done, mut acked) = oneshot::channel();
+        let ev = crate::decode::test_event(r#"{"type":"login","ts":1000}"#);
+        let batch = Batch::new("http", vec![ev], None, None, Some(done));
+        req_tx.blocking_send(EngineMsg::Batch(batch)).unwrap();
+        match engine.recv().unwrap() {
+            Logged::Batch { lsn, events, .. } => assert_eq!((lsn, events.len()), (1, 1)),
+            _ => panic!("expected the batch"),
+        }
+        assert!(acked.try_recv().is_err(), "acknowledged before any sync");
+        gate.send(()).unwrap();
+        acked.blocking_recv().expect("acknowledged after the sync");
+        drop(req_tx);
+        assert!(matches!(engine.recv().unwrap(), Logged::Checkpoint { .. }));
+        // No checkpoint is written: the writer stops without cutting.
+        drop(written_tx);
+        writer.join().unwrap();
+    }
 }

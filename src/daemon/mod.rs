@@ -5,6 +5,7 @@
 //! CLI drive it alike.
 
 mod engine_thread;
+mod log_syncer;
 mod log_writer;
 mod recover;
 pub mod reload;
@@ -387,7 +388,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .map_err(|e| StartError::Rules(format!("cannot start the engine thread: {e}")))?
     };
     let log_writer = {
-        let shared = shared.clone();
+        let answers = shared.idempotency.clone();
         let links = log_writer::LogLinks {
             rx,
             tx: logged_tx,
@@ -400,7 +401,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         };
         std::thread::Builder::new()
             .name("tocsin-log".into())
-            .spawn(move || log_writer::run(links, shared, checkpoint_every, state))
+            .spawn(move || log_writer::run(links, answers, checkpoint_every, state))
             .map_err(|e| StartError::Rules(format!("cannot start the log writer thread: {e}")))?
     };
 

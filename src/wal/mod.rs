@@ -21,6 +21,7 @@ mod record;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use record::{Encoded, Idempotent, Record, encode_batch};
@@ -74,7 +75,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
 
 pub struct Wal {
     dir: PathBuf,
-    file: File,
+    /// The current segment; shared with whoever syncs it off this thread
+    /// ([`Wal::segment`]).
+    file: Arc<File>,
     path: PathBuf,
     seg_bytes: u64,
     next_lsn: u64,
@@ -218,11 +221,13 @@ impl Wal {
             Some(l) => l,
             None => (dir.join(segment_name(next_lsn)), 0),
         };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = Arc::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_err(&path))?,
+        );
         sync_dir(&dir);
         Ok((
             Wal {
@@ -244,6 +249,18 @@ impl Wal {
     /// The LSN the next record will get.
     pub fn next_lsn(&self) -> u64 {
         self.next_lsn
+    }
+
+    /// When appended records are made durable.
+    pub fn policy(&self) -> FsyncPolicy {
+        self.policy
+    }
+
+    /// The segment being written, with its path, so that another thread can
+    /// sync what [`Wal::flush`] wrote to it. Records of earlier segments
+    /// were synced when the segment was rolled over.
+    pub fn segment(&self) -> (Arc<File>, &Path) {
+        (self.file.clone(), &self.path)
     }
 
     /// Appends a record (buffered in the OS until `sync`).
@@ -306,7 +323,7 @@ impl Wal {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let r = self.file.write_all(&self.buf);
+        let r = (&*self.file).write_all(&self.buf);
         self.buf.clear();
         if self.buf.capacity() > BUF_KEEP {
             self.buf.shrink_to(BUF_KEEP);
@@ -359,11 +376,13 @@ impl Wal {
     fn roll(&mut self) -> Result<(), WalError> {
         self.sync_now()?;
         let path = self.dir.join(segment_name(self.next_lsn));
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        self.file = Arc::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_err(&path))?,
+        );
         self.path = path;
         self.seg_bytes = 0;
         self.flushed = (self.next_lsn, 0);
