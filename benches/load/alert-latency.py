@@ -26,7 +26,13 @@ sequencer (counted and dropped): the background loads the ingest path
 late path, not rule state.
 
     python3 benches/load/alert-latency.py [--rate 200] [--seconds 20] \\
-        [--background 4 [--background-rate 25]] [--isolated] [--tocsin PATH] [--port 18090]
+        [--background 4 [--background-rate 25]] [--isolated] [--tocsin PATH] [--port 18090] \\
+        [--probe python|rust]
+
+--probe rust sends the probes and receives the webhooks with
+benches/load/probe.rs (built with `cargo bench`) instead of this script:
+the same requests and the same figures, without the interpreter's own
+latency in them.
 
 Needs wrk (with --background) and /tmp/tocsin-bench/mixed.ndjson.
 """
@@ -39,6 +45,7 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -108,13 +115,23 @@ def main():
         "--isolated", action="store_true",
         help="post each probe alone (without the following tick event); with max_delay: 0s "
              "a probe is then held until the next probe (rule-language.md 2.2)")
+    ap.add_argument("--probe", choices=["python", "rust"], default="python",
+                    help="who sends the probes and receives the webhooks")
     a = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-    port_q, out_q, stop = mp.Queue(), mp.Queue(), mp.Event()
-    rx = mp.Process(target=receiver, args=(port_q, out_q, stop), daemon=True)
-    rx.start()
-    hook_port = port_q.get(timeout=10)
+    if a.probe == "rust":
+        # Built before the daemon starts (an idle daemon would advance its
+        # watermark while cargo works).
+        subprocess.run(["cargo", "bench", "-q", "--bench", "probe", "--no-run"], cwd=root, check=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            hook_port = s.getsockname()[1]
+    else:
+        port_q, out_q, stop = mp.Queue(), mp.Queue(), mp.Event()
+        rx = mp.Process(target=receiver, args=(port_q, out_q, stop), daemon=True)
+        rx.start()
+        hook_port = port_q.get(timeout=10)
 
     d = tempfile.mkdtemp(prefix="tocsin-alert-latency-")
     with open(os.path.join(d, "probe.rules"), "w") as f:
@@ -166,6 +183,20 @@ channels:
                  "/tmp/tocsin-bench/mixed.ndjson", "1000", "1", "0.25", f"{a.background_rate:g}"],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             time.sleep(2)  # let wrk load its templates and ramp up
+        if a.probe == "rust":
+            probe = subprocess.run(
+                ["cargo", "bench", "-q", "--bench", "probe", "--", str(hook_port), str(a.port),
+                 format(a.rate, "g"), format(a.seconds, "g")] + (["--isolated"] if a.isolated else []),
+                cwd=root, stdout=subprocess.PIPE, text=True, check=True)
+            bg = wrk.communicate(timeout=60)[0] if wrk else ""
+            print(f"probe: rust (benches/load/probe.rs), background: "
+                  f"{str(a.background) + ' wrk connections' if a.background else 'none'}"
+                  f"{' at ' + format(a.background_rate, 'g') + ' req/s each' if a.background and a.background_rate else ''}")
+            print(probe.stdout, end="")
+            for line in bg.splitlines():
+                if line.startswith(("requests:", "accepted events/s", "ack latency p99:")):
+                    print("background wrk " + line)
+            return
         conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=10)
         acks, statuses = [], {}
         period = 1.0 / a.rate
