@@ -127,7 +127,12 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     if args.is_empty() {
-        // `cargo test --benches`: nothing to probe.
+        // `cargo test --benches`: no daemon; check the body parsing.
+        let body = r#"{"events":{"event":[{"type":"probe","ts":5,"n": 42,"sent":917}]}}"#;
+        assert_eq!(number_after(body, "\"n\":"), Some(42));
+        assert_eq!(number_after(body, "\"sent\":"), Some(917));
+        assert_eq!(number_after(body, "\"missing\":"), None);
+        println!("probe: self-check ok");
         return;
     }
     let usage = || -> ! {
