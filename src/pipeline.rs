@@ -330,12 +330,28 @@ impl Pipeline {
     }
 
     /// The whole evaluation state, for a checkpoint: each rule's state
-    /// from the part owning it.
+    /// from the part owning it, keys in order.
     pub fn snapshot(&self) -> PipelineSnapshot {
+        let mut s = self.snapshot_unsorted();
+        s.engine.sort_keys();
+        s
+    }
+
+    /// [`Pipeline::snapshot`] with each rule's keys in no order: the
+    /// daemon sorts them on its checkpoint thread
+    /// ([`crate::engine::snapshot::EngineSnapshot::sort_keys`]).
+    pub fn snapshot_unsorted(&self) -> PipelineSnapshot {
         let mut engines: Vec<Vec<Option<_>>> = self
             .parts
             .iter()
-            .map(|p| p.engine.snapshot().rules.into_iter().map(Some).collect())
+            .map(|p| {
+                p.engine
+                    .snapshot_unsorted()
+                    .rules
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            })
             .collect();
         let rules = self
             .owner

@@ -147,7 +147,7 @@ pub fn run(
             .spawn(move || {
                 cp_rx
                     .into_iter()
-                    .for_each(|(cp, started)| ckpt.write(&cp, started))
+                    .for_each(|(cp, started)| ckpt.write(cp, started))
             })
     };
     let (cp_tx, writer) = match writer {
@@ -269,10 +269,10 @@ pub fn run(
                             if let Err(std::sync::mpsc::SendError((cp, started))) =
                                 tx.send((cp, started))
                             {
-                                ckpt.write(&cp, started);
+                                ckpt.write(cp, started);
                             }
                         }
-                        None => ckpt.write(&cp, started),
+                        None => ckpt.write(cp, started),
                     }
                 }
                 publish(&pipeline, &shared, &mut published);
@@ -315,7 +315,8 @@ fn take_checkpoint(
     let cp = Checkpoint {
         lsn,
         written_at: now().0,
-        pipeline: pipeline.snapshot(),
+        // Keys are sorted by the checkpoint writer, off this thread.
+        pipeline: pipeline.snapshot_unsorted(),
         file_offsets: offsets.values().map(Into::into).collect(),
         idempotency: shared.idempotency.list().iter().map(Into::into).collect(),
     };
@@ -337,10 +338,11 @@ struct CheckpointWriter {
 }
 
 impl CheckpointWriter {
-    /// Writes a checkpoint taken at `started`; once it is on disk, the
-    /// log writer hears of it.
-    fn write(&self, cp: &Checkpoint, started: Instant) {
-        match checkpoint::write(&self.state_dir, cp) {
+    /// Writes a checkpoint taken at `started` (its keys put in order
+    /// first); once it is on disk, the log writer hears of it.
+    fn write(&self, mut cp: Checkpoint, started: Instant) {
+        cp.pipeline.engine.sort_keys();
+        match checkpoint::write(&self.state_dir, &cp) {
             Ok(path) => {
                 let secs = started.elapsed().as_secs_f64();
                 self.shared.metrics.checkpoint_seconds.set(secs);

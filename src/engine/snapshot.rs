@@ -42,6 +42,17 @@ pub struct EngineSnapshot {
     pub rules: Vec<RuleSnapshot>,
 }
 
+impl EngineSnapshot {
+    /// Puts every rule's keys in bytewise order, the order a checkpoint
+    /// holds them in. Operators snapshot their keys unordered, so that a
+    /// checkpoint's sort runs on its writer's thread, not the engine's.
+    pub fn sort_keys(&mut self) {
+        for r in &mut self.rules {
+            r.state.sort_keys();
+        }
+    }
+}
+
 /// One rule's state; restored only into a rule with the same name and text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RuleSnapshot {
@@ -69,6 +80,18 @@ pub enum OpSnapshot {
         next_seq: u64,
         keys: Vec<(String, SequenceKeySnap)>,
     },
+}
+
+impl OpSnapshot {
+    /// Keys in bytewise order (a rule's keys are distinct).
+    fn sort_keys(&mut self) {
+        match self {
+            OpSnapshot::Filter => {}
+            OpSnapshot::Absence { keys } => keys.sort_unstable_by(|a, b| a.0.cmp(&b.0)),
+            OpSnapshot::Threshold { keys } => keys.sort_unstable_by(|a, b| a.0.cmp(&b.0)),
+            OpSnapshot::Sequence { keys, .. } => keys.sort_unstable_by(|a, b| a.0.cmp(&b.0)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

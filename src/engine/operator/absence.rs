@@ -39,12 +39,11 @@ fn alert(idx: usize, key: Key, status: Status, time: EventTime) -> Match {
 
 impl AbsenceOp {
     pub(super) fn snapshot(&self, prefix: &str) -> OpSnapshot {
-        let mut keys: Vec<(String, i64, bool)> = self
+        let keys: Vec<(String, i64, bool)> = self
             .keys
             .iter()
             .map(|(k, s)| (whole_text(prefix, k), s.last.0, s.fired))
             .collect();
-        keys.sort();
         OpSnapshot::Absence { keys }
     }
 

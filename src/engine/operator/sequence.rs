@@ -164,7 +164,7 @@ impl SequenceOp {
     }
 
     pub(super) fn snapshot(&self, prefix: &str) -> OpSnapshot {
-        let mut keys: Vec<(String, SequenceKeySnap)> = self
+        let keys: Vec<(String, SequenceKeySnap)> = self
             .keys
             .iter()
             .map(|(k, st)| {
@@ -194,7 +194,6 @@ impl SequenceOp {
                 (whole_text(prefix, k), snap)
             })
             .collect();
-        keys.sort_by(|a, b| a.0.cmp(&b.0));
         OpSnapshot::Sequence {
             next_seq: self.next_seq,
             keys,

@@ -89,7 +89,7 @@ impl ThresholdOp {
     }
 
     pub(super) fn snapshot(&self, prefix: &str) -> OpSnapshot {
-        let mut keys: Vec<(String, ThresholdKeySnap)> = self
+        let keys: Vec<(String, ThresholdKeySnap)> = self
             .keys
             .iter()
             .map(|(k, st)| {
@@ -110,7 +110,6 @@ impl ThresholdOp {
                 (whole_text(prefix, k), snap)
             })
             .collect();
-        keys.sort_by(|a, b| a.0.cmp(&b.0));
         OpSnapshot::Threshold { keys }
     }
 
