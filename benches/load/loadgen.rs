@@ -34,6 +34,9 @@
 //! Under `cargo test --benches` it renders bodies and checks them instead
 //! (no daemon needed).
 
+#[path = "args.rs"]
+mod args;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -304,10 +307,7 @@ fn self_check() {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    let args = args::bench_args();
     if args.is_empty() {
         self_check();
         return;

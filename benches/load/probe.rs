@@ -19,6 +19,9 @@
 //! where ingest-to-alert = webhook request read - sent, and ack = 202 read
 //! - sent.
 
+#[path = "args.rs"]
+mod args;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -122,10 +125,7 @@ fn wall_ms() -> u64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    let args = args::bench_args();
     if args.is_empty() {
         // `cargo test --benches`: no daemon; check the body parsing.
         let body = r#"{"events":{"event":[{"type":"probe","ts":5,"n": 42,"sent":917}]}}"#;
