@@ -10,30 +10,69 @@ use serde_json::Value;
 use crate::event::{Doc, Event, EventTime};
 
 /// An event as stored: its stream, time and input text (fields are parsed
-/// again from the text on restore).
+/// again from the text on restore). A snapshot taken from the engine
+/// shares its events ([`EventSnap::Live`]): taking it copies no text, and
+/// the text is written out on the checkpoint thread in the same form as a
+/// stored one.
+#[derive(Debug, Clone)]
+pub enum EventSnap {
+    Live(Arc<Event>),
+    Stored(StoredEvent),
+}
+
+/// The serialized form of an [`EventSnap`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EventSnap {
+pub struct StoredEvent {
     pub stream: String,
     pub time: i64,
     pub raw: String,
 }
 
-impl EventSnap {
-    pub fn of(ev: &Event) -> Self {
-        EventSnap {
-            stream: ev.stream.to_string(),
-            time: ev.time.0,
-            raw: ev.raw().to_owned(),
+/// [`StoredEvent`] borrowed from a live event, for writing.
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    stream: &'a str,
+    time: i64,
+    raw: &'a str,
+}
+
+impl Serialize for EventSnap {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            EventSnap::Live(ev) => StoredRef {
+                stream: ev.stream.as_str(),
+                time: ev.time.0,
+                raw: ev.raw(),
+            }
+            .serialize(s),
+            EventSnap::Stored(e) => e.serialize(s),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for EventSnap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        StoredEvent::deserialize(d).map(EventSnap::Stored)
+    }
+}
+
+impl EventSnap {
+    pub fn of(ev: &Arc<Event>) -> Self {
+        EventSnap::Live(ev.clone())
     }
 
     pub fn restore(&self) -> Option<Arc<Event>> {
-        let fields = Doc::parse(&self.raw).ok()?;
-        Some(Arc::new(Event {
-            stream: self.stream.as_str().into(),
-            time: EventTime(self.time),
-            fields,
-        }))
+        match self {
+            EventSnap::Live(ev) => Some(ev.clone()),
+            EventSnap::Stored(e) => {
+                let fields = Doc::parse(&e.raw).ok()?;
+                Some(Arc::new(Event {
+                    stream: e.stream.as_str().into(),
+                    time: EventTime(e.time),
+                    fields,
+                }))
+            }
+        }
     }
 }
 
@@ -156,4 +195,38 @@ pub struct CandidateSnap {
     pub p_seq: u64,
     pub first_seq: u64,
     pub bound: Vec<Vec<EventSnap>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot shares the engine's events but writes them exactly as a
+    /// checkpoint stores them, and reads them back as stored ones.
+    #[test]
+    fn live_events_are_written_as_stored_ones() {
+        let text = r#"{"type":"order","ts":1700000000123,"id":"o-1","total":12.5}"#;
+        let ev = Arc::new(crate::decode::test_event(text));
+        let live = EventSnap::of(&ev);
+        let stored = EventSnap::Stored(StoredEvent {
+            stream: "order".into(),
+            time: 1_700_000_000_123,
+            raw: text.into(),
+        });
+        let written = serde_json::to_string(&live).expect("serializes");
+        assert_eq!(written, serde_json::to_string(&stored).expect("serializes"));
+        assert_eq!(
+            written,
+            format!(
+                r#"{{"stream":"order","time":1700000000123,"raw":{}}}"#,
+                serde_json::to_string(text).unwrap()
+            )
+        );
+        let read: EventSnap = serde_json::from_str(&written).expect("deserializes");
+        assert!(matches!(read, EventSnap::Stored(_)));
+        let back = read.restore().expect("parses");
+        assert_eq!(*back, *ev);
+        // A live one restores to the same event, not a copy.
+        assert!(Arc::ptr_eq(&live.restore().unwrap(), &ev));
+    }
 }

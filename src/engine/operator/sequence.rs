@@ -184,7 +184,7 @@ impl SequenceOp {
                             bound: c
                                 .bound
                                 .iter()
-                                .map(|evs| evs.iter().map(|e| EventSnap::of(e)).collect())
+                                .map(|evs| evs.iter().map(EventSnap::of).collect())
                                 .collect(),
                         })
                         .collect(),
