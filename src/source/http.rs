@@ -239,7 +239,12 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
             }
         }
         if wait.await.is_err() {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+            // The log writer refused the batch (a failed write or sync,
+            // logged there) or is gone.
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the events could not be written to the write-ahead log; retry later",
+            );
         }
     }
     json_response(status, body)
