@@ -267,63 +267,115 @@ mod tests {
     use crate::source::Batch;
     use tokio::sync::oneshot;
 
+    /// A log writer on a fresh log in `dir`, with the given syncer.
+    struct Writer {
+        requests: mpsc::Sender<EngineMsg>,
+        engine: sync_mpsc::Receiver<Logged>,
+        written: sync_mpsc::Sender<u64>,
+        thread: JoinHandle<()>,
+    }
+
+    impl Writer {
+        fn start(dir: &std::path::Path, policy: FsyncPolicy, syncer: Option<SyncThread>) -> Self {
+            let (wal, _) = Wal::open(dir, policy, 0).unwrap();
+            let (requests, rx) = mpsc::channel(4);
+            let (tx, engine) = sync_mpsc::sync_channel(4);
+            let (written, written_rx) = sync_mpsc::channel::<u64>();
+            let links = LogLinks {
+                rx,
+                tx,
+                written: written_rx,
+                backlog: Arc::new(Backlog::new(100)),
+            };
+            let state = LogState {
+                wal,
+                previous_checkpoint_lsn: 0,
+            };
+            let answers = Arc::new(IdempotencyStore::default());
+            let thread = std::thread::spawn(move || {
+                run_with(links, answers, Duration::from_secs(3600), state, syncer)
+            });
+            Writer {
+                requests,
+                engine,
+                written,
+                thread,
+            }
+        }
+
+        /// Sends a one-event batch; its acknowledgement.
+        fn send(&self) -> oneshot::Receiver<()> {
+            let (done, acked) = oneshot::channel();
+            let ev = crate::decode::test_event(r#"{"type":"login","ts":1000}"#);
+            let batch = Batch::new("http", vec![ev], None, None, Some(done));
+            self.requests
+                .blocking_send(EngineMsg::Batch(batch))
+                .unwrap();
+            acked
+        }
+
+        fn expect_batch(&self, want_lsn: u64) {
+            match self.engine.recv().unwrap() {
+                Logged::Batch { lsn, events, .. } => assert_eq!((lsn, events.len()), (want_lsn, 1)),
+                _ => panic!("expected the batch"),
+            }
+        }
+
+        /// Closes the requests; the writer asks for a last checkpoint and,
+        /// none being written, stops.
+        fn stop(self) {
+            drop(self.requests);
+            assert!(matches!(
+                self.engine.recv().unwrap(),
+                Logged::Checkpoint { .. }
+            ));
+            drop(self.written);
+            self.thread.join().unwrap();
+        }
+    }
+
     /// With `fsync: batch` the engine gets a batch as soon as it is
     /// written, while its acknowledgement waits for the syncer.
     #[test]
     fn the_engine_gets_a_written_batch_before_its_sync_acknowledges_it() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(dir.path(), FsyncPolicy::Batch, 0).unwrap();
-        let (req_tx, rx) = mpsc::channel(4);
-        let (tx, engine) = sync_mpsc::sync_channel(4);
-        let (written_tx, written) = sync_mpsc::channel::<u64>();
-        let links = LogLinks {
-            rx,
-            tx,
-            written,
-            backlog: Arc::new(Backlog::new(100)),
-        };
-        let answers = Arc::new(IdempotencyStore::default());
         // The syncer's thread starts only when the test opens the gate.
         let syncer = Arc::new(Syncer::default());
         let (gate, opened) = sync_mpsc::channel::<()>();
         let sync_thread = {
-            let (s, a) = (syncer.clone(), answers.clone());
+            let s = syncer.clone();
             std::thread::spawn(move || {
                 let _ = opened.recv();
-                s.run(&a);
+                s.run(&IdempotencyStore::default());
             })
         };
-        let state = LogState {
-            wal,
-            previous_checkpoint_lsn: 0,
-        };
-        let writer = {
-            let answers = answers.clone();
-            std::thread::spawn(move || {
-                run_with(
-                    links,
-                    answers,
-                    Duration::from_secs(3600),
-                    state,
-                    Some((syncer, sync_thread)),
-                )
-            })
-        };
-        let (done, mut acked) = oneshot::channel();
-        let ev = crate::decode::test_event(r#"{"type":"login","ts":1000}"#);
-        let batch = Batch::new("http", vec![ev], None, None, Some(done));
-        req_tx.blocking_send(EngineMsg::Batch(batch)).unwrap();
-        match engine.recv().unwrap() {
-            Logged::Batch { lsn, events, .. } => assert_eq!((lsn, events.len()), (1, 1)),
-            _ => panic!("expected the batch"),
-        }
+        let w = Writer::start(dir.path(), FsyncPolicy::Batch, Some((syncer, sync_thread)));
+        let mut acked = w.send();
+        w.expect_batch(1);
         assert!(acked.try_recv().is_err(), "acknowledged before any sync");
         gate.send(()).unwrap();
         acked.blocking_recv().expect("acknowledged after the sync");
-        drop(req_tx);
-        assert!(matches!(engine.recv().unwrap(), Logged::Checkpoint { .. }));
-        // No checkpoint is written: the writer stops without cutting.
-        drop(written_tx);
-        writer.join().unwrap();
+        w.stop();
+    }
+
+    /// Without a syncer (`fsync: interval` or `off`, or its thread could
+    /// not start) the log writer acknowledges a batch itself, before
+    /// handing it over.
+    #[test]
+    fn without_a_syncer_the_writer_acknowledges_before_the_hand_over() {
+        for policy in [FsyncPolicy::Batch, FsyncPolicy::Interval, FsyncPolicy::Off] {
+            let dir = tempfile::tempdir().unwrap();
+            let w = Writer::start(dir.path(), policy, None);
+            let mut acked = w.send();
+            w.expect_batch(1);
+            assert!(
+                acked.try_recv().is_ok(),
+                "{policy:?}: not acknowledged first"
+            );
+            let acked = w.send();
+            w.expect_batch(2);
+            acked.blocking_recv().expect("acknowledged");
+            w.stop();
+        }
     }
 }
