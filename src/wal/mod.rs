@@ -161,6 +161,16 @@ fn read_segment(path: &Path) -> io::Result<(Replay, u64, bool)> {
     Ok((out, good, torn))
 }
 
+/// Opens a segment for appending (creating it).
+fn open_segment(path: &Path) -> Result<Arc<File>, WalError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(Arc::new)
+        .map_err(io_err(path))
+}
+
 fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
@@ -221,13 +231,7 @@ impl Wal {
             Some(l) => l,
             None => (dir.join(segment_name(next_lsn)), 0),
         };
-        let file = Arc::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(io_err(&path))?,
-        );
+        let file = open_segment(&path)?;
         sync_dir(&dir);
         Ok((
             Wal {
@@ -376,13 +380,7 @@ impl Wal {
     fn roll(&mut self) -> Result<(), WalError> {
         self.sync_now()?;
         let path = self.dir.join(segment_name(self.next_lsn));
-        self.file = Arc::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(io_err(&path))?,
-        );
+        self.file = open_segment(&path)?;
         self.path = path;
         self.seg_bytes = 0;
         self.flushed = (self.next_lsn, 0);
