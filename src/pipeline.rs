@@ -344,14 +344,7 @@ impl Pipeline {
         let mut engines: Vec<Vec<Option<_>>> = self
             .parts
             .iter()
-            .map(|p| {
-                p.engine
-                    .snapshot_unsorted()
-                    .rules
-                    .into_iter()
-                    .map(Some)
-                    .collect()
-            })
+            .map(|p| p.engine.snapshot().rules.into_iter().map(Some).collect())
             .collect();
         let rules = self
             .owner
