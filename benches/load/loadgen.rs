@@ -34,10 +34,10 @@
 //! Under `cargo test --benches` it renders bodies and checks them instead
 //! (no daemon needed).
 
-#[path = "args.rs"]
-mod args;
+#[path = "common.rs"]
+mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -170,35 +170,15 @@ fn exchange(
     let s = r.get_mut();
     s.write_all(head)?;
     s.write_all(body)?;
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let status: u16 = line
+    let Some((answer, _)) = common::read_message(r)? else {
+        return Err(std::io::Error::other("connection closed"));
+    };
+    let status: u16 = answer
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-    let (mut length, mut close) = (0usize, false);
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::other("connection closed"));
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            let v = v.trim();
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.parse().unwrap_or(0);
-            } else if k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close") {
-                close = true;
-            }
-        }
-    }
-    let mut rest = vec![0u8; length];
-    r.read_exact(&mut rest)?;
-    if close {
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {answer:?}")))?;
+    if common::header(&answer, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
         *conn = None;
     }
     Ok(status)
@@ -254,14 +234,6 @@ fn connection(plan: &Plan, target: &Target, until: Instant, pace: Pace) -> Tally
     t
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    f64::from(sorted[rank.clamp(1, sorted.len()) - 1]) / 1000.0
-}
-
 fn load_templates(path: &str) -> Vec<Vec<Piece>> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
         eprintln!("loadgen: cannot read {path}: {e}");
@@ -307,7 +279,7 @@ fn self_check() {
 }
 
 fn main() {
-    let args = args::bench_args();
+    let args = common::bench_args();
     if args.is_empty() {
         self_check();
         return;
@@ -387,7 +359,10 @@ fn main() {
         (all.requests - all.non_2xx) as f64 * per as f64 / s
     );
     for p in [50.0, 90.0, 99.0, 99.9] {
-        println!("ack latency p{p}: {:.2} ms", percentile(&all.latencies, p));
+        println!(
+            "ack latency p{p}: {:.2} ms",
+            common::percentile(&all.latencies, p).map_or(0.0, |us| f64::from(us) / 1000.0)
+        );
     }
     println!(
         "ack latency max: {:.2} ms",

@@ -19,10 +19,10 @@
 //! where ingest-to-alert = webhook request read - sent, and ack = 202 read
 //! - sent.
 
-#[path = "args.rs"]
-mod args;
+#[path = "common.rs"]
+mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -40,33 +40,6 @@ fn number_after(text: &str, key: &str) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
-/// Reads one HTTP/1.1 message's head and body; `None` at end of stream.
-fn read_message(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<(String, Vec<u8>)>> {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line)? == 0 {
-            return Ok(None);
-        }
-        if line == "\r\n" || line == "\n" {
-            break;
-        }
-        head.push_str(&line);
-    }
-    let len = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())
-                .flatten()
-        })
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    r.read_exact(&mut body)?;
-    Ok(Some((head, body)))
-}
-
 /// The webhook receiver: one thread per connection, 200 to everything.
 fn receive(listener: TcpListener, base: Instant, got: Received) {
     for stream in listener.incoming().flatten() {
@@ -77,7 +50,7 @@ fn receive(listener: TcpListener, base: Instant, got: Received) {
                 return;
             };
             let mut r = BufReader::new(stream);
-            while let Ok(Some((_, body))) = read_message(&mut r) {
+            while let Ok(Some((_, body))) = common::read_message(&mut r) {
                 let at = base.elapsed().as_nanos() as u64;
                 let text = String::from_utf8_lossy(&body);
                 if let (Some(n), Some(sent)) = (
@@ -97,24 +70,17 @@ fn receive(listener: TcpListener, base: Instant, got: Received) {
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let k = ((p / 100.0 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[k] as f64 / 1e6
-}
-
 fn report(name: &str, mut ns: Vec<u64>) {
     ns.sort_unstable();
-    let max = ns.last().map_or(f64::NAN, |&m| m as f64 / 1e6);
+    let ms = |p: f64| common::percentile(&ns, p).map_or(f64::NAN, |v| v as f64 / 1e6);
+    let max = ms(100.0);
     println!(
         "{name}: n={} p50={:.2} ms p90={:.2} ms p99={:.2} ms p99.9={:.2} ms max={max:.2} ms",
         ns.len(),
-        percentile(&ns, 50.0),
-        percentile(&ns, 90.0),
-        percentile(&ns, 99.0),
-        percentile(&ns, 99.9),
+        ms(50.0),
+        ms(90.0),
+        ms(99.0),
+        ms(99.9),
     );
 }
 
@@ -125,7 +91,7 @@ fn wall_ms() -> u64 {
 }
 
 fn main() {
-    let args = args::bench_args();
+    let args = common::bench_args();
     if args.is_empty() {
         // `cargo test --benches`: no daemon; check the body parsing.
         let body = r#"{"events":{"event":[{"type":"probe","ts":5,"n": 42,"sent":917}]}}"#;
@@ -194,7 +160,7 @@ fn main() {
             eprintln!("probe: send failed: {e}");
             std::process::exit(1);
         }
-        let Ok(Some((head, _))) = read_message(&mut answers) else {
+        let Ok(Some((head, _))) = common::read_message(&mut answers) else {
             eprintln!("probe: the daemon closed the connection");
             std::process::exit(1);
         };
