@@ -20,11 +20,15 @@ pub enum EventSnap {
     Stored(StoredEvent),
 }
 
-/// The serialized form of an [`EventSnap`].
+/// The serialized form of an [`EventSnap`]. `raw` is written as the
+/// event's JSON itself, not as a string holding it: copied as it is instead
+/// of escaped quote by quote (most of a checkpoint's bytes are event text).
+/// A string is read too (checkpoint format 2 wrote one).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredEvent {
     pub stream: String,
     pub time: i64,
+    #[serde(serialize_with = "write_raw", deserialize_with = "read_raw")]
     pub raw: String,
 }
 
@@ -33,7 +37,29 @@ pub struct StoredEvent {
 struct StoredRef<'a> {
     stream: &'a str,
     time: i64,
+    #[serde(serialize_with = "write_raw")]
     raw: &'a str,
+}
+
+/// An event's text as JSON in place; as a string if it is not JSON (never
+/// so for a decoded event, but a snapshot must not fail on it).
+fn write_raw<T: AsRef<str>, S: serde::Serializer>(raw: &T, s: S) -> Result<S::Ok, S::Error> {
+    let raw = raw.as_ref();
+    match serde_json::from_str::<&serde_json::value::RawValue>(raw) {
+        Ok(json) => json.serialize(s),
+        Err(_) => s.serialize_str(raw),
+    }
+}
+
+/// The text written by [`write_raw`]: a JSON string is unquoted (format 2,
+/// or text that was not JSON), anything else is the event's JSON as it was.
+fn read_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let json = Box::<serde_json::value::RawValue>::deserialize(d)?;
+    if json.get().starts_with('"') {
+        serde_json::from_str(json.get()).map_err(serde::de::Error::custom)
+    } else {
+        Ok(Box::<str>::from(json).into_string())
+    }
 }
 
 impl Serialize for EventSnap {
@@ -215,12 +241,10 @@ mod tests {
         });
         let written = serde_json::to_string(&live).expect("serializes");
         assert_eq!(written, serde_json::to_string(&stored).expect("serializes"));
+        // The event's JSON in place, not escaped into a string.
         assert_eq!(
             written,
-            format!(
-                r#"{{"stream":"order","time":1700000000123,"raw":{}}}"#,
-                serde_json::to_string(text).unwrap()
-            )
+            format!(r#"{{"stream":"order","time":1700000000123,"raw":{text}}}"#)
         );
         let read: EventSnap = serde_json::from_str(&written).expect("deserializes");
         assert!(matches!(read, EventSnap::Stored(_)));
@@ -228,5 +252,34 @@ mod tests {
         assert_eq!(*back, *ev);
         // A live one restores to the same event, not a copy.
         assert!(Arc::ptr_eq(&live.restore().unwrap(), &ev));
+    }
+
+    /// Format 2 held the text as a JSON string; it reads back to the same
+    /// event. Text that is not JSON is written as a string and survives.
+    #[test]
+    fn event_text_as_a_string_is_read_too() {
+        let text = r#"{"type":"order", "ts":1700000000123,"note":"a \"quoted\" word"}"#;
+        let old = format!(
+            r#"{{"stream":"order","time":1700000000123,"raw":{}}}"#,
+            serde_json::to_string(text).unwrap()
+        );
+        let read: EventSnap = serde_json::from_str(&old).expect("deserializes");
+        let EventSnap::Stored(e) = &read else {
+            panic!("read as stored")
+        };
+        assert_eq!(e.raw, text, "the exact text, spaces and escapes included");
+        assert_eq!(read.restore().expect("parses").raw(), text);
+        let new: EventSnap = serde_json::from_str(&serde_json::to_string(&read).unwrap()).unwrap();
+        assert!(matches!(new, EventSnap::Stored(ref n) if n.raw == text));
+
+        let odd = EventSnap::Stored(StoredEvent {
+            stream: "s".into(),
+            time: 1,
+            raw: "not json".into(),
+        });
+        let written = serde_json::to_string(&odd).unwrap();
+        assert!(written.contains(r#""raw":"not json""#), "{written}");
+        let back: EventSnap = serde_json::from_str(&written).unwrap();
+        assert!(matches!(back, EventSnap::Stored(ref n) if n.raw == "not json"));
     }
 }
