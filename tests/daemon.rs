@@ -230,6 +230,54 @@ fn idempotency_key_replays_the_first_answer_without_ingesting_again() {
     assert_eq!(d.file_alerts("alerts.ndjson").len(), 1, "{alerts:?}");
 }
 
+/// A retry sent while the first request with its key is still uploading
+/// its body gets the first answer, and the event is taken in once.
+#[test]
+fn a_retry_during_the_first_request_is_not_taken_in_twice() {
+    use std::io::Read;
+    let dir = setup(FILTER);
+    let d = Daemon::start(dir.path(), &config("", ""), &[]);
+    let body: &'static [u8] = b"{\"type\":\"auth\",\"ts\":1000,\"user\":\"root\"}";
+    let mut first = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    write!(
+        first,
+        "POST /v1/events HTTP/1.1\r\nHost: t\r\nIdempotency-Key: k2\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    first.write_all(&body[..10]).unwrap();
+    first.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let port = d.port;
+    let retry = std::thread::spawn(move || {
+        http(
+            port,
+            "POST",
+            "/v1/events",
+            &[("Idempotency-Key", "k2")],
+            body,
+        )
+        .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    first.write_all(&body[10..]).unwrap();
+    let mut answer = String::new();
+    first.read_to_string(&mut answer).unwrap();
+    let retry = retry.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    assert_eq!(retry.status, 202);
+    assert!(answer.ends_with(&retry.body), "{answer} / {}", retry.body);
+    let m = get(d.port, "/metrics").body;
+    assert!(
+        m.contains("tocsin_events_received_total{source=\"http\"} 1\n"),
+        "{m}"
+    );
+    post(d.port, "/v1/events", "{\"type\":\"tick\",\"ts\":9000}");
+    alerts_of(&d, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.file_alerts("alerts.ndjson").len(), 1);
+}
+
 #[test]
 fn tcp_lines_produce_alerts_and_a_bad_line_keeps_the_connection() {
     let dir = setup(FILTER);

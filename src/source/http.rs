@@ -3,7 +3,8 @@
 //! the write-ahead log, 400 when none was accepted, 401 without the token,
 //! 413 over `max_body`, 503 with `Retry-After` while the engine's backlog
 //! of logged events is over its budget or the log writer's queue is full.
-//! A retried request with the same `Idempotency-Key` gets the first answer.
+//! A retried request with the same `Idempotency-Key` gets the first answer;
+//! one sent while the first is still in progress waits for it.
 
 use std::sync::Arc;
 
@@ -164,12 +165,16 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if let Some(k) = &idem_key
-        && let Some((status, body)) = src.answers.get(k)
-    {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
-        return json_response(status, body);
-    }
+    let claim = match &idem_key {
+        Some(k) => match src.answers.claim(k).await {
+            Ok(claim) => Some(claim),
+            Err((status, body)) => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
+                return json_response(status, body);
+            }
+        },
+        None => None,
+    };
     let bytes = match tokio::time::timeout(
         src.body_timeout,
         axum::body::to_bytes(body, src.max_body),
@@ -238,7 +243,19 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
                 return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
             }
         }
-        if wait.await.is_err() {
+        let written = match claim {
+            // The claim is held until the batch is answered even if this
+            // request goes away meanwhile: a retry waits for that answer.
+            Some(claim) => tokio::spawn(async move {
+                let written = wait.await.is_ok();
+                drop(claim);
+                written
+            })
+            .await
+            .unwrap_or(false),
+            None => wait.await.is_ok(),
+        };
+        if !written {
             // The log writer refused the batch (a failed write or sync,
             // logged there) or is gone.
             return error(

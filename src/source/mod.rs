@@ -160,9 +160,67 @@ type Answers = (
 #[derive(Default)]
 pub struct IdempotencyStore {
     inner: std::sync::Mutex<Answers>,
+    /// Keys of requests being taken in now, each with a receiver that
+    /// learns when that request is done (its [`Claim`] is dropped).
+    in_flight:
+        std::sync::Mutex<std::collections::HashMap<String, tokio::sync::watch::Receiver<()>>>,
+}
+
+/// The right to take in a request under an idempotency key: while it is
+/// held, another request with the key waits ([`IdempotencyStore::claim`]).
+/// Dropped once the request's fate is settled — its answer stored, or the
+/// request refused without one.
+pub struct Claim {
+    store: Arc<IdempotencyStore>,
+    key: String,
+    _done: tokio::sync::watch::Sender<()>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        // Removed first; then `_done` is dropped, which wakes the waiters.
+        let mut m = self
+            .store
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.remove(&self.key);
+    }
 }
 
 impl IdempotencyStore {
+    /// The first answer under `key`, or the claim to take the request in.
+    /// A request with the key of one still in progress waits for it: two
+    /// concurrent requests with one key (a retry sent while the first is
+    /// still uploading or waiting for its sync) must not both be taken in.
+    /// If the first leaves no answer (refused), the waiter takes its turn.
+    pub async fn claim(self: &Arc<Self>, key: &str) -> Result<Claim, (u16, String)> {
+        loop {
+            let mut running = {
+                let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                // Looked up under the in-flight lock: a finished request
+                // stored its answer before it left the in-flight set.
+                if let Some(answer) = self.get(key) {
+                    return Err(answer);
+                }
+                match m.get(key) {
+                    Some(rx) => rx.clone(),
+                    None => {
+                        let (tx, rx) = tokio::sync::watch::channel(());
+                        m.insert(key.to_string(), rx);
+                        return Ok(Claim {
+                            store: self.clone(),
+                            key: key.to_string(),
+                            _done: tx,
+                        });
+                    }
+                }
+            };
+            // Nothing is ever sent: this returns when the claim is dropped.
+            let _ = running.changed().await;
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<(u16, String)> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.0.get(key).cloned()
