@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -35,6 +36,45 @@ pub fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
             token: token.clone(),
         })
         .merge(crate::console::router(shared, token))
+}
+
+/// What every listener answers beyond its routes: JSON errors like the
+/// rest of the API (daemon.md 3), 404 for an unknown path and 405 (with
+/// `Allow`) for a known path with another method. Applied last, once the
+/// routes of the listener are merged.
+pub fn with_error_answers(router: Router) -> Router {
+    router
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed for this endpoint",
+            )
+        })
+}
+
+/// The routes of the listener that shares the admin API with an HTTP
+/// source while recovery runs: the admin API (`/readyz` answers 503), and
+/// 503 with `Retry-After` for events. Each answer closes its connection,
+/// so that the client's next request reaches the source once it is up.
+pub fn recovering(admin: Router) -> Router {
+    with_error_answers(admin.route("/v1/events", post(not_yet))).layer(
+        axum::middleware::map_response(|mut r: Response| async move {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }),
+    )
+}
+
+async fn not_yet() -> Response {
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "recovering the state from the write-ahead log; retry later",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 fn json_ok(status: StatusCode, body: String) -> Response {
@@ -100,11 +140,17 @@ struct AlertsQuery {
 async fn alerts(
     State(api): State<Api>,
     headers: HeaderMap,
-    Query(q): Query<AlertsQuery>,
+    q: Result<Query<AlertsQuery>, QueryRejection>,
 ) -> Response {
     if let Some(r) = denied(&api, &headers) {
         return r;
     }
+    let Ok(Query(q)) = q else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "`limit` must be a non-negative whole number",
+        );
+    };
     let list = api.shared.recent_alerts(q.limit.unwrap_or(100));
     json_ok(StatusCode::OK, format!("[{}]", list.join(",")))
 }
@@ -112,6 +158,9 @@ async fn alerts(
 async fn reload_now(State(api): State<Api>, headers: HeaderMap) -> Response {
     if let Some(r) = denied(&api, &headers) {
         return r;
+    }
+    if !api.shared.ready.load(Ordering::SeqCst) {
+        return not_yet().await;
     }
     match reload::reload(&api.shared).await {
         Ok(n) => json_ok(StatusCode::OK, json!({"ok": true, "rules": n}).to_string()),

@@ -278,6 +278,91 @@ fn a_retry_during_the_first_request_is_not_taken_in_twice() {
     assert_eq!(d.file_alerts("alerts.ndjson").len(), 1);
 }
 
+/// Without `admin.listen` the admin API is on 127.0.0.1:9464, not on the
+/// ingest port (which may face the network); unknown paths and wrong
+/// methods get JSON errors.
+#[test]
+fn the_admin_api_is_not_on_the_ingest_port_by_default() {
+    let dir = setup(FILTER);
+    let cfg = config("", "").replace("admin:\n  listen: 127.0.0.1:{port}\n", "");
+    let d = Daemon::start_on_ready(dir.path(), &cfg, &[], common::free_port(), |_| {
+        http(9464, "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200)
+    });
+    for path in ["/metrics", "/v1/rules", "/v1/alerts", "/readyz"] {
+        let r = get(d.port, path);
+        assert_eq!(r.status, 404, "{path} on the ingest port: {}", r.body);
+        assert!(r.body.contains("\"error\""), "{}", r.body);
+    }
+    assert_eq!(get(9464, "/metrics").status, 200);
+    assert_eq!(get(9464, "/v1/events").status, 404);
+    let r = get(d.port, "/v1/events");
+    assert_eq!(r.status, 405);
+    assert!(r.body.contains("\"error\""), "{}", r.body);
+    assert!(
+        d.stderr().contains("listen=127.0.0.1:9464"),
+        "{}",
+        d.stderr()
+    );
+}
+
+/// While recovery runs, `/healthz` answers 200, `/readyz` 503, and events
+/// 503 with `Retry-After` on the port shared with the admin API. (The log
+/// segment is replaced by a FIFO, so reading it blocks recovery until the
+/// test writes the segment's bytes into it.)
+#[test]
+fn health_answers_while_recovery_runs() {
+    let dir = setup(FILTER);
+    let port = common::free_port();
+    let mut d = Daemon::start_on(dir.path(), &config("", ""), &[], port);
+    assert_eq!(
+        post(
+            port,
+            "/v1/events",
+            "{\"type\":\"auth\",\"ts\":1000,\"user\":\"root\"}"
+        )
+        .status,
+        202
+    );
+    d.terminate();
+    let wal = dir.path().join("state/wal");
+    let mut segments: Vec<_> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    segments.sort();
+    let segment = segments.pop().expect("a log segment");
+    std::fs::remove_file(&segment).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&segment)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut d = Daemon::start_on_ready(dir.path(), &config("", ""), &[], port, |port| {
+        http(port, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
+    });
+    let ready = get(port, "/readyz");
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    let r = http(
+        port,
+        "POST",
+        "/v1/events",
+        &[],
+        b"{\"type\":\"auth\",\"ts\":2000}",
+    )
+    .unwrap();
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.headers.to_ascii_lowercase().contains("retry-after: 1"),
+        "{}",
+        r.headers
+    );
+    // Recovery is still blocked on the FIFO: a signal cannot stop it
+    // cleanly, so the test kills it.
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+}
+
 #[test]
 fn tcp_lines_produce_alerts_and_a_bad_line_keeps_the_connection() {
     let dir = setup(FILTER);

@@ -263,6 +263,9 @@ pub fn secret(
 
 /// Runs the daemon until `shutdown` completes; then drains in-flight events
 /// and returns.
+/// Where the admin API listens when `admin.listen` is not set.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
+
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::new());
     std::fs::create_dir_all(&config.state_dir).map_err(|source| StartError::StateDir {
@@ -314,6 +317,50 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         watermark: AtomicI64::new(i64::MIN),
         last_alert: Mutex::new(std::collections::HashMap::new()),
     });
+
+    // The admin API answers from the start (`/readyz` 503 until recovery is
+    // done, daemon.md 3): on its own listener, `admin.listen` (by default
+    // 127.0.0.1:9464), or on the HTTP source whose `listen` it names; that
+    // source's events are answered 503 "recovering" until then.
+    let mut tasks = tokio::task::JoinSet::new();
+    let admin_token = secret(
+        config.admin.token_env.as_deref(),
+        config.admin.token_file.as_deref(),
+        "admin.token",
+    )?;
+    let api = crate::api::router(shared.clone(), admin_token.clone());
+    let admin_addr = config
+        .admin
+        .listen
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_string());
+    let shares_admin = config.sources.iter().find_map(|s| match s {
+        SourceConfig::Http {
+            listen,
+            header_timeout,
+            ..
+        } if *listen == admin_addr => Some(*header_timeout),
+        _ => None,
+    });
+    let (routes_tx, routes) = tokio::sync::watch::channel(crate::api::recovering(api.clone()));
+    {
+        let listener = bind(&admin_addr).await?;
+        tracing::info!(listen = %admin_addr, "Admin API listening");
+        match shares_admin {
+            Some(header_timeout) => tasks.spawn(crate::source::serve::serve_routes(
+                listener,
+                routes,
+                cancel.clone(),
+                header_timeout.map_or(crate::source::serve::HEADER_TIMEOUT, |d| dur(d.0)),
+            )),
+            None => tasks.spawn(crate::source::serve::serve(
+                listener,
+                crate::api::with_error_answers(api.clone()),
+                cancel.clone(),
+                crate::source::serve::HEADER_TIMEOUT,
+            )),
+        };
+    }
 
     let decoder = crate::decode::Decoder::new(config.events.decode_config());
     let policy = crate::wal::FsyncPolicy::parse(config.durability.fsync.as_deref())
@@ -418,14 +465,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     drop(tx);
 
     // Listeners: bind everything before reporting ready, so errors are fatal at start.
-    let mut tasks = tokio::task::JoinSet::new();
-    let admin_token = secret(
-        config.admin.token_env.as_deref(),
-        config.admin.token_file.as_deref(),
-        "admin.token",
-    )?;
-    let admin_addr = config.admin.listen.clone();
-    let mut admin_served = false;
     let mut kafka_threads = Vec::new();
     for src in &config.sources {
         match src {
@@ -453,16 +492,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 );
                 let header_timeout =
                     header_timeout.map_or(crate::source::serve::HEADER_TIMEOUT, |d| dur(d.0));
-                let mut router = http.router();
-                if admin_addr.as_deref().is_none_or(|a| a == listen) && !admin_served {
-                    router = router.merge(crate::api::router(shared.clone(), admin_token.clone()));
-                    admin_served = true;
+                if *listen == admin_addr {
+                    // Bound before recovery: events are taken from now on.
+                    let routes = http.router().merge(api.clone());
+                    let _ = routes_tx.send(crate::api::with_error_answers(routes));
+                    tracing::info!(listen = %listen, "HTTP source listening (with the admin API)");
+                    continue;
                 }
                 let listener = bind(listen).await?;
                 tracing::info!(listen = %listen, "HTTP source listening");
                 tasks.spawn(crate::source::serve::serve(
                     listener,
-                    router,
+                    crate::api::with_error_answers(http.router()),
                     cancel.clone(),
                     header_timeout,
                 ));
@@ -521,18 +562,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         }
     }
-    if !admin_served {
-        let addr = admin_addr.unwrap_or_else(|| "127.0.0.1:9464".to_string());
-        let listener = bind(&addr).await?;
-        tracing::info!(listen = %addr, "Admin API listening");
-        let router = crate::api::router(shared.clone(), admin_token.clone());
-        tasks.spawn(crate::source::serve::serve(
-            listener,
-            router,
-            cancel.clone(),
-            crate::source::serve::HEADER_TIMEOUT,
-        ));
-    }
+    // The routes hold the sources' senders to the log writer, which ends
+    // when the last one is gone: only the serving tasks keep them.
+    drop((routes_tx, api));
     // Idle ticks, once a second.
     {
         let tx = ingest.tx.clone();

@@ -89,9 +89,13 @@ pub async fn on_sighup(shared: Arc<Shared>, cancel: CancellationToken) {
 pub async fn watch(shared: Arc<Shared>, cancel: CancellationToken) {
     use notify::{RecursiveMode, Watcher};
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
+    let path = shared.config.rules.clone();
+    let is_dir = path.is_dir();
+    let rules = path.clone();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res
             && !ev.kind.is_access()
+            && touches_rules(&ev.paths, &rules, is_dir)
         {
             let _ = tx.try_send(());
         }
@@ -103,8 +107,7 @@ pub async fn watch(shared: Arc<Shared>, cancel: CancellationToken) {
             return;
         }
     };
-    let path = shared.config.rules.clone();
-    let target = if path.is_dir() {
+    let target = if is_dir {
         path.clone()
     } else {
         path.parent()
@@ -128,4 +131,47 @@ pub async fn watch(shared: Arc<Shared>, cancel: CancellationToken) {
         }
     }
     drop(watcher);
+}
+
+/// Whether a change in the watched directory is one of the rules: a
+/// `.rules` file of a rules directory, or the rules file itself (a single
+/// file is watched through its directory, where other files — the
+/// daemon's own log, an editor's swap file — change too and must not
+/// cause reloads).
+fn touches_rules(paths: &[std::path::PathBuf], rules: &std::path::Path, is_dir: bool) -> bool {
+    paths.iter().any(|p| {
+        if is_dir {
+            p.extension().is_some_and(|e| e == "rules")
+        } else {
+            p.file_name().is_some() && p.file_name() == rules.file_name()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::touches_rules;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn only_changes_to_the_rules_cause_a_reload() {
+        let file = Path::new("/etc/tocsin/main.rules");
+        let seen = |p: &str, dir: bool| {
+            let rules = if dir { Path::new("/etc/tocsin") } else { file };
+            touches_rules(&[PathBuf::from(p)], rules, dir)
+        };
+        assert!(seen("/etc/tocsin/main.rules", false));
+        assert!(!seen("/etc/tocsin/daemon.log", false));
+        assert!(!seen("/etc/tocsin/other.rules", false));
+        assert!(!seen("/etc/tocsin/.main.rules.swp", false));
+        assert!(seen("/etc/tocsin/other.rules", true));
+        assert!(!seen("/etc/tocsin/notes.txt", true));
+        assert!(!seen("/etc/tocsin/.a.rules.swp", true));
+        // A rename names both paths: the new name counts.
+        assert!(touches_rules(
+            &[PathBuf::from("/etc/tocsin/.tmp123"), file.to_path_buf()],
+            file,
+            false
+        ));
+    }
 }

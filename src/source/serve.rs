@@ -9,6 +9,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Default time a client has to send its request line and headers.
@@ -17,6 +18,18 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    shutdown: CancellationToken,
+    header_timeout: Duration,
+) {
+    serve_routes(listener, watch::channel(router).1, shutdown, header_timeout).await
+}
+
+/// [`serve`] with routes that can change: each new connection is served
+/// by the routes current when it was accepted (the daemon's listener
+/// answers "recovering" until recovery is done, then takes events).
+pub async fn serve_routes(
+    listener: TcpListener,
+    routes: watch::Receiver<Router>,
     shutdown: CancellationToken,
     header_timeout: Duration,
 ) {
@@ -34,7 +47,7 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(router.clone());
+                let service = TowerToHyperService::new(routes.borrow().clone());
                 let shutdown = shutdown.clone();
                 conns.spawn(async move {
                     let mut builder = hyper::server::conn::http1::Builder::new();

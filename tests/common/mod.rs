@@ -120,6 +120,26 @@ impl Daemon {
 
     /// As [`Daemon::start`], on a given port (to restart on the same one).
     pub fn start_on(dir: &Path, config: &str, envs: &[(&str, &str)], port: u16) -> Daemon {
+        let mut d = Self::spawn(dir, config, envs, port);
+        d.wait_ready();
+        d
+    }
+
+    /// As [`Daemon::start_on`], waiting for `ready(port)` instead of
+    /// `/readyz` on the port.
+    pub fn start_on_ready(
+        dir: &Path,
+        config: &str,
+        envs: &[(&str, &str)],
+        port: u16,
+        ready: impl Fn(u16) -> bool,
+    ) -> Daemon {
+        let mut d = Self::spawn(dir, config, envs, port);
+        d.wait_until(ready);
+        d
+    }
+
+    fn spawn(dir: &Path, config: &str, envs: &[(&str, &str)], port: u16) -> Daemon {
         let config = config
             .replace("{port}", &port.to_string())
             .replace("{dir}", &dir.display().to_string());
@@ -135,24 +155,28 @@ impl Daemon {
             .stderr(stderr)
             .spawn()
             .expect("spawn tocsin");
-        let mut d = Daemon {
+        Daemon {
             child,
             dir: dir.to_path_buf(),
             port,
             stderr_path,
-        };
-        d.wait_ready();
-        d
+        }
     }
 
     pub fn wait_ready(&mut self) {
+        self.wait_until(|port| {
+            http(port, "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200)
+        });
+    }
+
+    fn wait_until(&mut self, ready: impl Fn(u16) -> bool) {
         let port = self.port;
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("tocsin exited early ({status}): {}", self.stderr());
             }
-            if http(port, "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200) {
+            if ready(port) {
                 return;
             }
             if start.elapsed() > Duration::from_secs(20) {
