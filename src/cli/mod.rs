@@ -74,10 +74,22 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Completions(args) => completions::completions(args),
         Command::Manpage(args) => completions::manpage(args),
         Command::Version => {
-            println!("tocsin {}", env!("CARGO_PKG_VERSION"));
+            print!("{}", version_text());
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `tocsin version`: the version, then the build (set by build.rs).
+fn version_text() -> String {
+    format!(
+        "tocsin {}\ncommit: {}\ntarget: {}\nprofile: {}\ncompiler: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("TOCSIN_COMMIT"),
+        env!("TOCSIN_TARGET"),
+        env!("TOCSIN_PROFILE"),
+        env!("TOCSIN_RUSTC"),
+    )
 }
 
 /// Default rules location when none is given.
@@ -96,5 +108,27 @@ pub(crate) fn events_config(
             let cfg = crate::config::Config::load(p)?;
             Ok((cfg.events.decode_config(), Some(cfg.events.max_delay.0)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_names_the_build() {
+        let v = super::version_text();
+        let lines: Vec<&str> = v.lines().collect();
+        assert_eq!(lines[0], concat!("tocsin ", env!("CARGO_PKG_VERSION")));
+        for (line, label) in lines[1..]
+            .iter()
+            .zip(["commit", "target", "profile", "compiler"])
+        {
+            let value = line.strip_prefix(&format!("{label}: ")).unwrap_or_default();
+            assert!(
+                !value.is_empty() && value != "unknown" || label == "commit",
+                "{v}"
+            );
+        }
+        assert!(v.contains("rustc "), "{v}");
+        assert!(v.contains(std::env::consts::ARCH), "{v}");
     }
 }
