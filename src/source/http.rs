@@ -95,8 +95,15 @@ pub(crate) fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()))
+        .and_then(bearer)
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+}
+
+/// The credentials of a `Bearer` authorization; the scheme's name is
+/// case-insensitive (RFC 9110 11.1), so `bearer x` counts too.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -294,6 +301,16 @@ fn json_response(status: StatusCode, body: String) -> Response {
 #[cfg(test)]
 mod tests {
     use super::split_body;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        use super::bearer;
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearerabc"), None);
+    }
 
     fn items(body: &str, ndjson: bool) -> Vec<(usize, String)> {
         split_body(body.as_bytes(), ndjson)
