@@ -130,7 +130,13 @@ pub struct RuleSnapshot {
     pub key_missing: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Written as an object with its `kind` first (serde's internally tagged
+/// form); read by [`OpSnapshot`]'s own `Deserialize`, which takes the
+/// `kind` and then reads the other fields straight from the input. (Serde's
+/// derived reading of a tagged enum buffers the whole object first: twice
+/// the memory for a rule holding a million keys, and no way to read an
+/// event's JSON text in place, which [`StoredEvent`] needs.)
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum OpSnapshot {
     Filter,
@@ -145,6 +151,75 @@ pub enum OpSnapshot {
         next_seq: u64,
         keys: Vec<(String, SequenceKeySnap)>,
     },
+}
+
+impl<'de> Deserialize<'de> for OpSnapshot {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(OpVisitor)
+    }
+}
+
+struct OpVisitor;
+
+/// The fields of each kind of [`OpSnapshot`] after its `kind`.
+#[derive(Deserialize)]
+struct NoFields {}
+#[derive(Deserialize)]
+struct AbsenceFields {
+    keys: Vec<(String, i64, bool)>,
+}
+#[derive(Deserialize)]
+struct ThresholdFields {
+    keys: Vec<(String, ThresholdKeySnap)>,
+}
+#[derive(Deserialize)]
+struct SequenceFields {
+    next_seq: u64,
+    keys: Vec<(String, SequenceKeySnap)>,
+}
+
+impl<'de> serde::de::Visitor<'de> for OpVisitor {
+    type Value = OpSnapshot;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a rule's state: an object whose first member is its `kind`")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<OpSnapshot, A::Error> {
+        use serde::de::Error;
+        if map.next_key::<String>()?.as_deref() != Some("kind") {
+            return Err(A::Error::custom(
+                "a rule's state must start with its `kind`",
+            ));
+        }
+        let kind: String = map.next_value()?;
+        let rest = serde::de::value::MapAccessDeserializer::new(map);
+        Ok(match kind.as_str() {
+            "filter" => {
+                NoFields::deserialize(rest)?;
+                OpSnapshot::Filter
+            }
+            "absence" => OpSnapshot::Absence {
+                keys: AbsenceFields::deserialize(rest)?.keys,
+            },
+            "threshold" => OpSnapshot::Threshold {
+                keys: ThresholdFields::deserialize(rest)?.keys,
+            },
+            "sequence" => {
+                let f = SequenceFields::deserialize(rest)?;
+                OpSnapshot::Sequence {
+                    next_seq: f.next_seq,
+                    keys: f.keys,
+                }
+            }
+            other => {
+                return Err(A::Error::unknown_variant(
+                    other,
+                    &["filter", "absence", "threshold", "sequence"],
+                ));
+            }
+        })
+    }
 }
 
 impl OpSnapshot {
