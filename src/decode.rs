@@ -312,6 +312,21 @@ mod tests {
             (b"{\"type\":\"a\",\"ts\":9223372036854775808}", BadTime),
             (b"{\"type\":\"a\",\"ts\":\"2016-12-31T23:59:60Z\"}", BadTime),
             (b"{\"type\":\"a\",\"ts\":\"2023-02-29T00:00:00Z\"}", BadTime),
+            // Outside years 0000-9999 UTC: an alert could not write the
+            // time in RFC 3339, and 2^63-1 is never passed by the watermark.
+            (b"{\"type\":\"a\",\"ts\":9223372036854775807}", BadTime),
+            (b"{\"type\":\"a\",\"ts\":9223372036854775000}", BadTime),
+            (b"{\"type\":\"a\",\"ts\":-9223372036854775000}", BadTime),
+            (b"{\"type\":\"a\",\"ts\":253402300800000}", BadTime),
+            (b"{\"type\":\"a\",\"ts\":-62167219200001}", BadTime),
+            (
+                b"{\"type\":\"a\",\"ts\":\"9999-12-31T23:59:59.999-01:00\"}",
+                BadTime,
+            ),
+            (
+                b"{\"type\":\"a\",\"ts\":\"0000-01-01T00:30:00+01:00\"}",
+                BadTime,
+            ),
         ];
         for &(line, want) in cases {
             assert_eq!(
@@ -323,6 +338,15 @@ mod tests {
         }
         // Type is checked before time.
         assert_eq!(rejected(b"{\"ts\":true}"), Some(MissingType));
+        // The ends of the range are events.
+        for line in [
+            "{\"type\":\"a\",\"ts\":253402300799999}",
+            "{\"type\":\"a\",\"ts\":-62167219200000}",
+            "{\"type\":\"a\",\"ts\":\"9999-12-31T23:59:59.999Z\"}",
+            "{\"type\":\"a\",\"ts\":\"0000-01-01T00:00:00Z\"}",
+        ] {
+            assert!(matches!(dec(line), Decoded::Event(_)), "{line}");
+        }
     }
 
     #[test]

@@ -791,3 +791,36 @@ fn error_lines_are_headlines_only() {
         ["t.rules:3:12: error: `absent` must be a positive duration, not zero"]
     );
 }
+
+/// A syntax error names what was found, never "end of file" in the middle
+/// of a line: white space that is not allowed (a no-break space) is named.
+#[test]
+fn syntax_error_names_white_space_found() {
+    let l = load_files(&[("t.rules", "rule r {\n    from a where x\u{a0}== 1\n}\n")]);
+    assert_eq!(positions(&l), ["t.rules:2:19: error"], "{}", l.render());
+    let text = l.render();
+    assert!(
+        text.contains("found white space (U+00A0)"),
+        "white space not named:\n{text}"
+    );
+    assert!(!text.contains("end of file"), "{text}");
+    let l = load_files(&[("t.rules", "rule r {\n    from a where x\u{c}== 1\n}\n")]);
+    let text = l.render();
+    assert!(text.contains("found white space (U+000C)"), "{text}");
+    // At the real end, it still says so.
+    let l = load_files(&[("t.rules", "rule r {\n    from a where x == 1 ")]);
+    let text = l.render();
+    assert!(text.contains("found end of file"), "{text}");
+}
+
+/// `a[ 0 ] == 5` and `geo . country` load (white space between the parts
+/// of a path is insignificant, rule-language.md 3), instead of "expected a
+/// number, found end of file" at the space.
+#[test]
+fn whitespace_inside_a_path_is_not_an_error() {
+    let l = load_files(&[(
+        "t.rules",
+        "rule r1 { from a where a[ 0 ] == 5 }\nrule r2 { from a where geo . country == \"fr\" }\n",
+    )]);
+    assert!(l.diagnostics.is_empty(), "{}", l.render());
+}

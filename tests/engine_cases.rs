@@ -121,3 +121,40 @@ fn malformed_test_file_exits_2_naming_file_and_line() {
         "unknown key not named in:\n{all}"
     );
 }
+
+/// Event times outside years 0000-9999 UTC are rejected as `bad_time` and
+/// counted like any other rejection (rule-language.md 0.4, 1, 9): before,
+/// `ts` 2^63-1 was accepted and never evaluated (every later event late),
+/// and an offset at the edge of 9999 printed `+010000-…` as the `time`.
+#[test]
+fn replay_rejects_times_outside_years_0000_to_9999() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("r.rules"), "rule f { from * }\n").unwrap();
+    std::fs::write(
+        dir.path().join("e.ndjson"),
+        "{\"type\":\"a\",\"ts\":9223372036854775807}\n\
+         {\"type\":\"a\",\"ts\":\"9999-12-31T23:59:59.999-01:00\"}\n\
+         {\"type\":\"a\",\"ts\":1000}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tocsin"))
+        .args(["replay", "--rules", "r.rules", "e.ndjson"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run tocsin replay");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stderr.contains("e.ndjson:1: rejected: bad_time")
+            && stderr.contains("e.ndjson:2: rejected: bad_time"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 rejected, 0 late, 1 alerts"), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert!(
+        lines[0].contains("\"time\":\"1970-01-01T00:00:01.000Z\""),
+        "{stdout}"
+    );
+}

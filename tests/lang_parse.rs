@@ -480,6 +480,54 @@ fn in_with_backticked_array_field_and_path() {
     assert_eq!(cx("\"a\" in [\"a\"]"), r#"(in "a" ["a"])"#);
 }
 
+/// White space and comments are insignificant between the parts of a path
+/// too (rule-language.md 3): `a[ 0 ]`, `geo . country`, across lines. Key
+/// names drop it like anywhere else, and a step reference may be spaced.
+#[test]
+fn whitespace_inside_paths() {
+    assert_eq!(cx("a[ 0 ] == 5"), "(== $a[0] 5)");
+    assert_eq!(cx("a [0] == 5"), "(== $a[0] 5)");
+    assert_eq!(cx(r#"geo . country == "fr""#), r#"(== $geo.country "fr")"#);
+    assert_eq!(cx("b .\n `c d` [ 1 ]\t. e == 2"), "(== $b.`c d`[1].e 2)");
+    assert_eq!(cx("a # comment\n .b == 1"), "(== $a.b 1)");
+    // Decimal numbers are single tokens; a spaced path is still a path.
+    assert_eq!(cx("a . b == 1.5"), "(== $a.b 1.5)");
+    assert_eq!(cx("x in a . tags"), "(in $x $a.tags)");
+    let r = rule("rule r {\n    key geo . country, a [ 0 ]\n    from a\n}\n");
+    let names: Vec<_> = r.key.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["geo.country", "a[0]"]);
+    assert_eq!(sx(&r.key[0].expr), "$geo.country");
+    let s = sequence(
+        "rule s {\n    sequence within 1m {\n        f: a\n        o: b where ip == f . ip\n    }\n}\n",
+    );
+    assert_eq!(sx(s.steps[1].cond.as_ref().unwrap()), "(== $ip @0.ip)");
+}
+
+/// Only a bare name right after `in` is a list name (rule-language.md 3); a
+/// parenthesised one is an ordinary expression: a field (8, "any expression
+/// giving an array"), even when a list of that name exists, since lists are
+/// resolved only right after `in`. A let in parentheses is still the let.
+#[test]
+fn in_with_parenthesised_name_is_a_field() {
+    assert_eq!(cx("1 in (arr)"), "(in 1 $arr)");
+    assert_eq!(cx("1 not in ( arr )"), "(notin 1 $arr)");
+    assert_eq!(cx("1 in ((arr))"), "(in 1 $arr)");
+    // With a list of that name it is still the field, with a warning.
+    let l = load("list arr = [1]\nrule r {\n    from a where 1 in (arr)\n}\n");
+    let text = l.render();
+    assert!(
+        text.contains("warning: `(arr)` is read as the event field `arr`, not the list"),
+        "{text}"
+    );
+    assert!(!text.contains("error"), "{text}");
+    match &l.program.rules[0].kind {
+        RuleKind::Filter(f) => assert_eq!(sx(f.cond.as_ref().expect("cond")), "(in 1 $arr)"),
+        other => panic!("expected a filter rule, got {other:?}"),
+    }
+    assert_eq!(cx_with("list arr = [1]", "1 in arr"), "(in 1 [1])");
+    assert_eq!(cx_with("let f = tags", "1 in (f)"), "(in 1 $tags)");
+}
+
 // ------------------------------------------------------------------ operators and precedence
 
 #[test]

@@ -241,16 +241,20 @@ pub fn is_null(e: &CExpr, cx: &Ctx) -> bool {
     operand(e, cx).view().is_null()
 }
 
-/// Evaluates `e` and appends it as compact JSON to `out`; `false` (and
-/// nothing written) when it is null. A field is written from the event's
-/// text without building a value.
-pub fn write_compact(e: &CExpr, cx: &Ctx, out: &mut String) -> bool {
+/// Evaluates `e` and appends it as a key value to `out`: compact JSON with
+/// the members of objects sorted bytewise by name at every depth
+/// ([`json::write_canonical`]), so that values `==` treats as equal give
+/// one text (rule-language.md 4). `false` (and nothing written) when it is
+/// null. A scalar field is written from the event's text without building
+/// a value; only arrays and objects build one.
+pub fn write_key_value(e: &CExpr, cx: &Ctx, out: &mut String) -> bool {
     let o = operand(e, cx);
-    let v = o.view();
-    if v.is_null() {
-        return false;
+    match o.view() {
+        View::Null => return false,
+        View::Node(n) => json::write_canonical(out, &n.to_value()),
+        View::Json(v) => json::write_canonical(out, v),
+        v => v.write_compact(out),
     }
-    v.write_compact(out);
     true
 }
 

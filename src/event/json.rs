@@ -4,7 +4,8 @@
 //! digests): numbers exactly as ECMAScript `JSON.stringify` writes an IEEE
 //! double (`2`, `0.1`, `1e-7`, `1e+21`, `-0` as `0`), strings with only the
 //! escapes JSON requires (non-ASCII left as is), no whitespace, and object
-//! members in stored order.
+//! members in stored order ([`write_compact`]) or sorted bytewise by name
+//! ([`write_canonical`], for key values).
 //!
 //! Invariant: the output is deterministic for a given value and is always
 //! valid JSON (a non-finite number, which callers never pass, becomes `null`).
@@ -110,6 +111,50 @@ pub fn write_compact(out: &mut String, v: &Value) {
     }
 }
 
+/// Appends `v` as compact JSON like [`write_compact`], but with the members
+/// of every object (at any depth, inside arrays too) sorted bytewise by
+/// name: two values `==` treats as equal are written as one text. This is
+/// how a key value is written (rule-language.md 4), so that
+/// `{"a":1,"b":2}` and `{"b":2,"a":1}` are one key. A `Value` holds each
+/// name once (a repeated name in the input keeps its last value).
+pub fn write_canonical(out: &mut String, v: &Value) {
+    match v {
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            // Names are unique, so an unstable sort is deterministic.
+            members.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (i, (name, item)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(out, name);
+                out.push(':');
+                write_canonical(out, item);
+            }
+            out.push('}');
+        }
+        scalar => write_compact(out, scalar),
+    }
+}
+
+/// [`write_canonical`] into a fresh string.
+pub fn canonical(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(&mut out, v);
+    out
+}
+
 /// [`write_compact`] into a fresh string.
 pub fn compact(v: &Value) -> String {
     let mut out = String::new();
@@ -195,5 +240,30 @@ mod tests {
         // Output parses back to an equal value (modulo number canonicalisation).
         let round: Value = serde_json::from_str(&compact(&v)).expect("reparse");
         assert_eq!(compact(&round), compact(&v));
+    }
+
+    #[test]
+    fn canonical_sorts_members_at_every_depth() {
+        let a: Value = serde_json::from_str(
+            r#"{"b":2,"a":{"y":[{"d":1,"c":2.0}],"x":null},"\u00e9":0,"Z":1}"#,
+        )
+        .expect("a");
+        let b: Value =
+            serde_json::from_str(r#"{"Z":1.0,"é":0,"a":{"x":null,"y":[{"c":2,"d":1}]},"b":2}"#)
+                .expect("b");
+        let want = r#"{"Z":1,"a":{"x":null,"y":[{"c":2,"d":1}]},"b":2,"é":0}"#;
+        assert_eq!(canonical(&a), want);
+        assert_eq!(canonical(&b), want);
+        // A repeated name keeps its last value, as `==` sees it.
+        let dup: Value = serde_json::from_str(r#"{"k":1,"a":0,"k":2}"#).expect("dup");
+        assert_eq!(canonical(&dup), r#"{"a":0,"k":2}"#);
+        // Scalars and arrays of scalars are written as `write_compact` does.
+        for text in [r#"[3,"x",null,true,1e21]"#, "-0", r#""q\"""#, "[]", "{}"] {
+            let v: Value = serde_json::from_str(text).expect("scalar");
+            assert_eq!(canonical(&v), compact(&v), "{text}");
+        }
+        // Bytewise, not by char or case: "B" (0x42) < "a" (0x61) < "é" (0xc3 ...).
+        let v: Value = serde_json::from_str(r#"{"é":1,"a":2,"B":3}"#).expect("bytes");
+        assert_eq!(canonical(&v), r#"{"B":3,"a":2,"é":1}"#);
     }
 }

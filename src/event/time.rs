@@ -28,6 +28,16 @@ impl EventTime {
     pub const MAX: EventTime = EventTime(i64::MAX);
     /// The Unix epoch, 1970-01-01T00:00:00.000Z.
     pub const EPOCH: EventTime = EventTime(0);
+    /// The earliest event time: 0000-01-01T00:00:00.000Z, the first instant
+    /// RFC 3339 (four-digit years) can write.
+    pub const FIRST_EVENT: EventTime = EventTime(-62_167_219_200_000);
+    /// The latest event time: 9999-12-31T23:59:59.999Z, the last instant
+    /// RFC 3339 can write.
+    pub const LAST_EVENT: EventTime = EventTime(253_402_300_799_999);
+    /// The latest instant a timer can be due: one before [`EventTime::MAX`],
+    /// the watermark at the end of input (+infinity, rule-language.md 2.5),
+    /// so that every timer fires then (a timer fires once `W > T`).
+    pub const LAST_DUE: EventTime = EventTime(i64::MAX - 1);
 
     /// Builds a time from milliseconds since the epoch.
     pub const fn from_millis(ms: i64) -> Self {
@@ -39,9 +49,25 @@ impl EventTime {
         self.0
     }
 
-    /// Adds `ms` milliseconds, saturating at [`EventTime::MIN`] / [`EventTime::MAX`].
+    /// Whether this is an event time: between [`EventTime::FIRST_EVENT`]
+    /// and [`EventTime::LAST_EVENT`] (years 0000-9999), so that an alert at
+    /// it writes its `time` in RFC 3339.
+    pub const fn is_event_time(self) -> bool {
+        self.0 >= Self::FIRST_EVENT.0 && self.0 <= Self::LAST_EVENT.0
+    }
+
+    /// Adds `ms` milliseconds, saturating at [`EventTime::MIN`] below and at
+    /// [`EventTime::LAST_DUE`] (not [`EventTime::MAX`]) above: deadlines and
+    /// window ends are computed with it, and one past every representable
+    /// instant must still fire at the end of input, when the watermark
+    /// becomes [`EventTime::MAX`] (a timer at `MAX` would never be `< W`).
     pub const fn saturating_add(self, ms: i64) -> Self {
-        EventTime(self.0.saturating_add(ms))
+        let t = self.0.saturating_add(ms);
+        if t > Self::LAST_DUE.0 && self.0 <= Self::LAST_DUE.0 {
+            EventTime(Self::LAST_DUE.0)
+        } else {
+            EventTime(t)
+        }
     }
 
     /// Subtracts `ms` milliseconds, saturating at [`EventTime::MIN`] / [`EventTime::MAX`].
@@ -67,9 +93,11 @@ impl EventTime {
 
     /// Appends the [`EventTime::rfc3339`] form to `out`.
     ///
-    /// Years 0000-9999 use four digits; years outside that range (only
-    /// reachable through numeric times) use the ECMAScript expanded form with
-    /// a sign and at least six digits, e.g. `+275760-09-13T00:00:00.000Z`.
+    /// Years 0000-9999 use four digits. Events are never outside that
+    /// range ([`EventTime::is_event_time`], `bad_time` at decode), but a
+    /// timer computed from one can be due after 9999 (`absent 1d` at
+    /// 9999-12-31): such times use the ECMAScript expanded form with a sign
+    /// and at least six digits, e.g. `+010000-01-01T00:00:00.000Z`.
     pub fn write_rfc3339(self, out: &mut String) {
         let days = self.0.div_euclid(MS_PER_DAY);
         let rem = self.0.rem_euclid(MS_PER_DAY); // 0..MS_PER_DAY
@@ -425,20 +453,28 @@ pub enum TimeError {
 
 /// Converts an event's time value: an RFC 3339 string or a number in
 /// `unit`. `null` is [`TimeError::Missing`]; every other non-time is
-/// [`TimeError::Bad`] (numeric strings, booleans, out-of-range numbers, ...).
+/// [`TimeError::Bad`] (numeric strings, booleans, out-of-range numbers, ...),
+/// and so is a time outside years 0000-9999 UTC
+/// ([`EventTime::is_event_time`]): an alert at it could not write its
+/// `time` in RFC 3339 (rule-language.md 9), e.g. `ts` 2^63-1 or
+/// `"9999-12-31T23:59:59.999-01:00"` (10000-01-01 in UTC).
 pub fn from_node(v: super::NodeRef, unit: TimeUnit) -> Result<EventTime, TimeError> {
     use super::doc::Node;
     let n = match v.node() {
         Node::Null => return Err(TimeError::Missing),
         Node::Str { .. } => {
-            return parse_rfc3339(v.as_str().unwrap_or_default()).ok_or(TimeError::Bad);
+            return parse_rfc3339(v.as_str().unwrap_or_default())
+                .filter(|t| t.is_event_time())
+                .ok_or(TimeError::Bad);
         }
         Node::PosInt(n) => Number::from(n),
         Node::NegInt(n) => Number::from(n),
         Node::Float(x) => Number::from_f64(x).ok_or(TimeError::Bad)?,
         Node::Bool(_) | Node::Array { .. } | Node::Object { .. } => return Err(TimeError::Bad),
     };
-    from_number(&n, unit).ok_or(TimeError::Bad)
+    from_number(&n, unit)
+        .filter(|t| t.is_event_time())
+        .ok_or(TimeError::Bad)
 }
 
 #[cfg(test)]
@@ -669,6 +705,92 @@ mod tests {
             from_json(&json!("1970-01-01T00:00:01Z"), TimeUnit::Ns),
             Ok(EventTime(1000))
         );
+    }
+
+    /// Event times are the instants RFC 3339 can write (years 0000-9999
+    /// UTC); anything else is `bad_time` rather than an event an alert
+    /// could not print, or one the watermark never passes (`ts` 2^63-1).
+    #[test]
+    fn event_times_are_years_0000_to_9999_utc() {
+        assert_eq!(
+            EventTime::FIRST_EVENT,
+            EventTime(days_from_civil(0, 1, 1) * MS_PER_DAY)
+        );
+        assert_eq!(
+            EventTime::LAST_EVENT,
+            EventTime(days_from_civil(10000, 1, 1) * MS_PER_DAY - 1)
+        );
+        assert_eq!(EventTime::FIRST_EVENT.rfc3339(), "0000-01-01T00:00:00.000Z");
+        assert_eq!(EventTime::LAST_EVENT.rfc3339(), "9999-12-31T23:59:59.999Z");
+        let from_json = |text: &str, u| {
+            let doc = super::super::Doc::parse(text).expect("JSON");
+            from_node(doc.root(), u)
+        };
+        use TimeUnit::*;
+        let ok = |ms: i64| Ok(EventTime(ms));
+        let bad = Err(TimeError::Bad);
+        let last = EventTime::LAST_EVENT.0;
+        let first = EventTime::FIRST_EVENT.0;
+        // Numbers, at and past both ends, in every unit.
+        assert_eq!(from_json("253402300799999", Ms), ok(last));
+        assert_eq!(from_json("253402300800000", Ms), bad);
+        assert_eq!(from_json("253402300799999.9", Ms), ok(last));
+        assert_eq!(from_json("253402300799.999", S), ok(last));
+        assert_eq!(from_json("253402300800", S), bad);
+        assert_eq!(from_json("253402300799999999", Us), ok(last));
+        assert_eq!(from_json("253402300800000000", Us), bad);
+        assert_eq!(from_json("253402300800000000000", Ns), bad);
+        assert_eq!(from_json("-62167219200000", Ms), ok(first));
+        assert_eq!(from_json("-62167219200000.5", Ms), bad);
+        assert_eq!(from_json("-62167219200001", Ms), bad);
+        assert_eq!(from_json("-62167219200", S), ok(first));
+        assert_eq!(from_json("9223372036854775807", Ms), bad);
+        assert_eq!(from_json("9223372036854775000", Ms), bad);
+        assert_eq!(from_json("-9223372036854775000", Ms), bad);
+        assert_eq!(from_json("-9223372036854775808", Ms), bad);
+        assert_eq!(from_json("1e300", Ms), bad);
+        // Strings: valid RFC 3339 whose UTC instant is past either end.
+        assert_eq!(from_json(r#""9999-12-31T23:59:59.999Z""#, Ms), ok(last));
+        assert_eq!(
+            from_json(r#""9999-12-31T23:59:59.999+01:00""#, Ms),
+            ok(last - 3_600_000)
+        );
+        assert_eq!(from_json(r#""9999-12-31T23:59:59.999-01:00""#, Ms), bad);
+        assert_eq!(
+            from_json(r#""9999-12-31T23:00:00.000-00:59""#, Ms),
+            ok(last - 59_999)
+        );
+        assert_eq!(from_json(r#""0000-01-01T00:00:00Z""#, Ms), ok(first));
+        assert_eq!(from_json(r#""0000-01-01T00:00:00+00:01""#, Ms), bad);
+        assert_eq!(
+            from_json(r#""0000-01-01T00:00:00-00:01""#, Ms),
+            ok(first + 60_000)
+        );
+    }
+
+    /// Deadlines past every instant still fire at the end of input: they
+    /// stop at [`EventTime::LAST_DUE`], below the end-of-input watermark.
+    #[test]
+    fn saturating_deadlines_stay_below_the_end_of_input() {
+        let end = EventTime::MAX; // the watermark at the end of input
+        assert_eq!(
+            EventTime::LAST_EVENT.saturating_add(i64::MAX),
+            EventTime::LAST_DUE
+        );
+        assert_eq!(
+            EventTime(1).saturating_add(i64::MAX - 1),
+            EventTime::LAST_DUE
+        );
+        assert_eq!(EventTime(0).saturating_add(i64::MAX), EventTime::LAST_DUE);
+        assert_eq!(EventTime::LAST_DUE.saturating_add(1), EventTime::LAST_DUE);
+        assert!(EventTime::LAST_EVENT.saturating_add(i64::MAX) < end);
+        // In range, nothing changes; `absent 1d` at the last day is 10000-01-01.
+        assert_eq!(EventTime(5).saturating_add(7), EventTime(12));
+        assert_eq!(
+            EventTime::LAST_EVENT.saturating_add(86_400_000).rfc3339(),
+            "+010000-01-01T23:59:59.999Z"
+        );
+        assert_eq!(EventTime(-5).saturating_add(i64::MIN), EventTime::MIN);
     }
 
     #[test]

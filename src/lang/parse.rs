@@ -122,7 +122,12 @@ fn syntax_error(file: FileId, text: &str, at: usize, e: &pest::error::Error<Rule
     };
     let found_text = match found {
         Some(f) => format!("`{}`", f.chars().take(30).collect::<String>()),
-        None => "end of file".to_string(),
+        // Inside a token (`a[ 0` in a string's `\u{ 41}`...), white space
+        // is what was found: name it; only an empty rest is the end.
+        None => match text[at..].chars().next() {
+            None => "end of file".to_string(),
+            Some(c) => found_blank(c),
+        },
     };
     let msg = if expected.is_empty() {
         format!("syntax error: unexpected {found_text}")
@@ -133,6 +138,16 @@ fn syntax_error(file: FileId, text: &str, at: usize, e: &pest::error::Error<Rule
         )
     };
     Diagnostic::error(span, msg)
+}
+
+/// Words for a white-space character where a token was expected.
+fn found_blank(c: char) -> String {
+    match c {
+        ' ' => "a space".to_string(),
+        '\t' => "a tab".to_string(),
+        '\n' | '\r' => "the end of the line".to_string(),
+        c => format!("white space (U+{:04X})", u32::from(c)),
+    }
 }
 
 fn join_or(words: &[&str]) -> String {
@@ -203,7 +218,10 @@ fn rule_word(r: Rule) -> Option<&'static str> {
         Rule::cmp_op | Rule::not_in => "a comparison",
         Rule::add_op | Rule::plus_op | Rule::minus_op | Rule::mul_op => "an operator",
         Rule::kw_and | Rule::kw_or => "an operator",
-        Rule::field_seg | Rule::index_seg => "a path",
+        // `.name` / `[i]` may follow any path, so they would be listed after
+        // every complete path (`a < b` then `<`): not worth the noise. A
+        // half-written one (`a.`, `a[`) reports its name or number instead.
+        Rule::field_seg | Rule::index_seg => return None,
         Rule::duration | Rule::unit => "a duration",
         Rule::number | Rule::signed_number | Rule::int => "a number",
         Rule::string | Rule::str_body => "a string",

@@ -623,11 +623,17 @@ impl<'a> Validator<'a> {
         }
     }
 
-    /// The right of `in`: a bare name must be a declared list.
+    /// The right of `in`: a bare name must be a declared list. Only a name
+    /// right after `in` is one (rule-language.md 3): a parenthesised name,
+    /// `1 in (tags)`, is an ordinary expression (here the field `tags`),
+    /// which `in` accepts as "any expression giving an array" (8). The
+    /// parser widens a parenthesised expression's span to its parentheses,
+    /// so the name is bare exactly when the span starts at the name.
     fn in_rhs(&mut self, rhs: &'a Expr, cx: &mut ExprCx<'a>, lets: &mut Vec<String>) -> CExpr {
         if let ExprKind::Path(p) = &rhs.node
             && !p.head_backticked
             && p.segments.is_empty()
+            && rhs.span.start == p.head.span.start
         {
             return match self.lists.get(&p.head.node) {
                 Some(list) => CExpr::Lit(list.clone()),
@@ -643,6 +649,28 @@ impl<'a> Validator<'a> {
                     CExpr::Lit(Value::Null)
                 }
             };
+        }
+        if let ExprKind::Path(p) = &rhs.node
+            && !p.head_backticked
+            && p.segments.is_empty()
+            && self.lists.contains_key(&p.head.node)
+            && !self.lets.contains_key(&p.head.node)
+        {
+            // `x in (admins)` with a list `admins`: legal (a field), but
+            // likely meant the list.
+            self.diags.push(
+                Diagnostic::warning(
+                    p.head.span,
+                    format!(
+                        "`({})` is read as the event field `{}`, not the list",
+                        p.head.node, p.head.node
+                    ),
+                )
+                .with_hint(format!(
+                    "write `in {}` without parentheses for the list",
+                    p.head.node
+                )),
+            );
         }
         self.expr(rhs, cx, lets)
     }
