@@ -11,6 +11,7 @@ mod grammar;
 pub mod parse;
 pub mod program;
 pub mod span;
+pub mod template;
 pub mod validate;
 
 use std::path::{Path, PathBuf};

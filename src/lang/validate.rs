@@ -265,6 +265,7 @@ impl<'a> Validator<'a> {
         let mut labels = Vec::new();
         let mut notify = Vec::new();
         let mut message = None;
+        let mut message_at = None;
         for c in by_kw.values() {
             match &c.kind {
                 ClauseKind::Severity(s) => match AlertSeverity::parse(&s.node) {
@@ -301,10 +302,8 @@ impl<'a> Validator<'a> {
                     }
                 }
                 ClauseKind::Message(m) => {
-                    let env = minijinja::Environment::new();
-                    if let Err(e) = env.template_from_str(&m.node) {
-                        self.err(m.span, format!("invalid message template: {e}"));
-                    }
+                    // Checked once the rule's kind (and so its context) is known.
+                    message_at = Some(m.span);
                     message = Some(m.node.clone());
                 }
                 _ => {}
@@ -326,6 +325,16 @@ impl<'a> Validator<'a> {
         }
 
         let kind = self.rule_kind(r, &get);
+        if let (Some(text), Some(at), Some(kind)) = (&message, message_at, &kind) {
+            let extra: Vec<&str> = match kind {
+                RuleKind::Filter(_) => vec!["event"],
+                RuleKind::Sequence(s) => s.positive().map(|i| s.steps[i].name.as_str()).collect(),
+                RuleKind::Threshold(_) | RuleKind::Absence(_) => Vec::new(),
+            };
+            for p in super::template::problems(&minijinja::Environment::new(), text, &extra) {
+                self.err(at, p);
+            }
+        }
         let errors_after = self.diags.iter().filter(|d| d.is_error()).count();
         let kind = kind?;
         if errors_after > errors_before {
