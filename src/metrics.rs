@@ -163,6 +163,50 @@ const FAMILIES: [(&str, &str, &str); 19] = [
     ),
 ];
 
+/// The name a family's `# HELP`/`# TYPE` lines carry in text format
+/// 0.0.4: a counter's sample name, with `_total`.
+fn exposed_name(name: &str, kind: &str) -> String {
+    if kind == "counter" && !name.ends_with("_total") {
+        format!("{name}_total")
+    } else {
+        name.to_string()
+    }
+}
+
+/// Rewrites prometheus-client's output into text format 0.0.4 (see
+/// [`Metrics::encode`]).
+fn to_text_004(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len() + 256);
+    for line in raw.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find(|p| line.starts_with(p));
+        if let Some(prefix) = meta {
+            let rest = &line[prefix.len()..];
+            let (name, tail) = match rest.split_once(' ') {
+                Some((name, tail)) => (name, Some(tail)),
+                None => (rest, None),
+            };
+            if let Some((base, kind, _)) = FAMILIES.iter().find(|f| f.0 == name) {
+                out.push_str(prefix);
+                out.push_str(&exposed_name(base, kind));
+                if let Some(tail) = tail {
+                    out.push(' ');
+                    out.push_str(tail);
+                }
+                out.push('\n');
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 pub struct Metrics {
     registry: Registry,
     pub events_received: Family<SourceLabel, Counter>,
@@ -242,15 +286,24 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// The Prometheus text exposition (format 0.0.4). Families without
-    /// samples, which the encoder leaves out, get their HELP and TYPE lines.
+    /// The Prometheus text exposition (format 0.0.4).
+    ///
+    /// prometheus-client writes OpenMetrics-style metadata: a counter's
+    /// `# HELP`/`# TYPE` lines name the family without `_total`, while its
+    /// samples carry it. Text format 0.0.4 wants the TYPE line to name the
+    /// samples, so the metadata of counters is renamed to `<name>_total`,
+    /// and the OpenMetrics-only `# UNIT` and `# EOF` lines are dropped.
+    /// Families without samples, which the encoder leaves out, get their
+    /// HELP and TYPE lines first.
     pub fn encode(&self) -> String {
-        let mut body = String::new();
-        if prometheus_client::encoding::text::encode_registry(&mut body, &self.registry).is_err() {
-            body.clear();
+        let mut raw = String::new();
+        if prometheus_client::encoding::text::encode_registry(&mut raw, &self.registry).is_err() {
+            raw.clear();
         }
+        let body = to_text_004(&raw);
         let mut out = String::with_capacity(body.len() + 1024);
         for (name, kind, help) in FAMILIES {
+            let name = exposed_name(name, kind);
             if !body.contains(&format!("# TYPE {name} ")) {
                 out.push_str(&format!("# HELP {name} {help}.\n# TYPE {name} {kind}\n"));
             }
@@ -308,36 +361,195 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
-    #[test]
-    fn every_family_has_a_type_line_before_samples() {
-        let text = Metrics::new().encode();
-        for (name, kind) in [
-            ("tocsin_events_received_total", "counter"),
-            ("tocsin_events_rejected_total", "counter"),
-            ("tocsin_events_late_total", "counter"),
-            ("tocsin_watermark_lag_seconds", "gauge"),
-            ("tocsin_rule_matches_total", "counter"),
-            ("tocsin_alerts_total", "counter"),
-            ("tocsin_alerts_throttled_total", "counter"),
-            ("tocsin_rule_keys", "gauge"),
-            ("tocsin_deliveries_total", "counter"),
-            ("tocsin_outbox_pending", "gauge"),
-            ("tocsin_rules_reload_total", "counter"),
-            ("tocsin_checkpoint_seconds", "gauge"),
-            ("tocsin_kafka_consumer_lag", "gauge"),
-            ("tocsin_kafka_watermark_seconds", "gauge"),
-            ("tocsin_kafka_shard_keys", "gauge"),
-            ("tocsin_kafka_rebalances_total", "counter"),
-            ("tocsin_kafka_restore_seconds", "gauge"),
-            ("tocsin_kafka_republished_total", "counter"),
-            ("tocsin_kafka_duplicates_dropped_total", "counter"),
-        ] {
-            let base = name.trim_end_matches("_total");
-            assert!(
-                text.contains(&format!("# TYPE {base} {kind}")),
-                "{name} missing from:\n{text}"
+    /// The families of daemon.md section 5 (and the Kafka ones), with the
+    /// names their samples and TYPE lines carry.
+    const EXPOSED: [(&str, &str); 19] = [
+        ("tocsin_events_received_total", "counter"),
+        ("tocsin_events_rejected_total", "counter"),
+        ("tocsin_events_late_total", "counter"),
+        ("tocsin_watermark_lag_seconds", "gauge"),
+        ("tocsin_rule_matches_total", "counter"),
+        ("tocsin_alerts_total", "counter"),
+        ("tocsin_alerts_throttled_total", "counter"),
+        ("tocsin_rule_keys", "gauge"),
+        ("tocsin_deliveries_total", "counter"),
+        ("tocsin_outbox_pending", "gauge"),
+        ("tocsin_rules_reload_total", "counter"),
+        ("tocsin_checkpoint_seconds", "gauge"),
+        ("tocsin_kafka_consumer_lag", "gauge"),
+        ("tocsin_kafka_watermark_seconds", "gauge"),
+        ("tocsin_kafka_shard_keys", "gauge"),
+        ("tocsin_kafka_rebalances_total", "counter"),
+        ("tocsin_kafka_restore_seconds", "gauge"),
+        ("tocsin_kafka_republished_total", "counter"),
+        ("tocsin_kafka_duplicates_dropped_total", "counter"),
+    ];
+
+    /// A strict reading of Prometheus text format 0.0.4: returns the
+    /// declared families (name → type) or the first violation.
+    ///
+    /// - only `# HELP name text`, `# TYPE name type` and sample lines (no
+    ///   `# EOF`, no `# UNIT`, no other comment);
+    /// - a family's HELP and TYPE lines appear once, TYPE before its samples;
+    /// - every sample belongs to the family of the TYPE line above it: for a
+    ///   counter or gauge, the sample name is exactly the TYPE name; for a
+    ///   histogram or summary, the name minus `_bucket`/`_sum`/`_count`;
+    /// - sample values parse as numbers.
+    fn parse_strict(text: &str) -> Result<BTreeMap<String, String>, String> {
+        let mut types: BTreeMap<String, String> = BTreeMap::new();
+        let mut helps = std::collections::BTreeSet::new();
+        let mut current: Option<(String, String)> = None;
+        if !text.ends_with('\n') {
+            return Err("output does not end with a newline".into());
+        }
+        for (n, line) in text.lines().enumerate() {
+            let n = n + 1;
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap_or_default();
+                if !helps.insert(name.to_string()) {
+                    return Err(format!("line {n}: second HELP for {name}"));
+                }
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut it = rest.split(' ');
+                let (Some(name), Some(kind), None) = (it.next(), it.next(), it.next()) else {
+                    return Err(format!("line {n}: malformed TYPE line `{line}`"));
+                };
+                if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                    return Err(format!("line {n}: unknown type `{kind}`"));
+                }
+                if types.insert(name.into(), kind.into()).is_some() {
+                    return Err(format!("line {n}: second TYPE for {name}"));
+                }
+                current = Some((name.into(), kind.into()));
+                continue;
+            }
+            if line.starts_with('#') {
+                return Err(format!("line {n}: not a 0.0.4 line: `{line}`"));
+            }
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            let name = &line[..end];
+            let value = line.rsplit(' ').next().unwrap_or_default();
+            if value.parse::<f64>().is_err() && !["+Inf", "-Inf", "NaN"].contains(&value) {
+                return Err(format!("line {n}: bad value in `{line}`"));
+            }
+            let Some((family, kind)) = &current else {
+                return Err(format!("line {n}: sample {name} before any TYPE line"));
+            };
+            let belongs = match kind.as_str() {
+                "histogram" | "summary" => {
+                    let base = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| name.strip_suffix(s))
+                        .unwrap_or(name);
+                    base == family
+                }
+                _ => name == family,
+            };
+            if !belongs {
+                return Err(format!(
+                    "line {n}: sample {name} is not of the family `{family}` ({kind}) declared above it"
+                ));
+            }
+        }
+        for name in &helps {
+            if !types.contains_key(name) {
+                return Err(format!("HELP for {name} without a TYPE line"));
+            }
+        }
+        Ok(types)
+    }
+
+    fn check_exposition(m: &Metrics) {
+        let text = m.encode();
+        let types = match parse_strict(&text) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}\n--- /metrics:\n{text}"),
+        };
+        for (name, kind) in EXPOSED {
+            assert_eq!(
+                types.get(name).map(String::as_str),
+                Some(kind),
+                "no `# TYPE {name} {kind}` in:\n{text}"
             );
         }
+    }
+
+    /// Before any sample: every family has its TYPE line, under the name
+    /// its samples will carry.
+    #[test]
+    fn exposition_is_strict_text_004_from_the_start() {
+        check_exposition(&Metrics::new());
+    }
+
+    /// With samples in every family.
+    #[test]
+    fn exposition_is_strict_text_004_with_samples() {
+        let m = Metrics::new();
+        m.received("http", 3);
+        m.reject("tcp", "invalid_json");
+        m.events_late.inc();
+        m.watermark_lag_seconds.set(1.5);
+        let rule = RuleLabel { rule: "r".into() };
+        m.rule_matches.get_or_create(&rule).inc();
+        m.alerts
+            .get_or_create(&AlertLabels {
+                rule: "r".into(),
+                status: "firing".into(),
+            })
+            .inc();
+        m.alerts_throttled.get_or_create(&rule).inc();
+        m.rule_keys.get_or_create(&rule).set(4);
+        m.deliveries
+            .get_or_create(&DeliveryLabels {
+                channel: "ops".into(),
+                outcome: "ok".into(),
+            })
+            .inc();
+        m.outbox_pending
+            .get_or_create(&ChannelLabel {
+                channel: "ops".into(),
+            })
+            .set(2);
+        m.reload(true);
+        m.reload(false);
+        m.checkpoint_seconds.set(0.25);
+        let p = PartitionLabels {
+            topic: "t".into(),
+            partition: 0,
+        };
+        m.kafka_consumer_lag.get_or_create(&p).set(7);
+        m.kafka_watermark_seconds.get_or_create(&p).set(1.0);
+        m.kafka_shard_keys.get_or_create(&p).set(1);
+        m.rebalance("assign");
+        m.kafka_restore_seconds.set(0.5);
+        let t = TopicLabel { topic: "t".into() };
+        m.kafka_republished.get_or_create(&t).inc();
+        m.kafka_duplicates_dropped.get_or_create(&t).inc();
+        check_exposition(&m);
+        let text = m.encode();
+        assert!(
+            text.contains("# TYPE tocsin_events_received_total counter\ntocsin_events_received_total{source=\"http\"} 3\n"),
+            "{text}"
+        );
+    }
+
+    /// The checker itself refuses what prometheus-client writes unchanged
+    /// (counter TYPE lines without `_total`).
+    #[test]
+    fn strict_check_refuses_openmetrics_family_names() {
+        let om = "# HELP tocsin_events_late Late.\n# TYPE tocsin_events_late counter\ntocsin_events_late_total 0\n# EOF\n";
+        assert!(parse_strict(om).is_err());
+        assert!(parse_strict("# TYPE a gauge\na 1\n# EOF\n").is_err());
+        assert!(parse_strict("# TYPE a gauge\n# UNIT a seconds\na 1\n").is_err());
+        assert!(
+            parse_strict("# TYPE h histogram\nh_bucket{le=\"1\"} 0\nh_sum 0\nh_count 0\n").is_ok()
+        );
     }
 }

@@ -27,12 +27,8 @@ use crate::config::ChannelConfig;
 /// SMTP command timeout when the config gives none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    Tls,
-    StartTls,
-    None,
-}
+/// `tls`: typed when the config is read (`tls`, `starttls` or `none`).
+pub use crate::config::SmtpTls as TlsMode;
 
 pub struct EmailChannel {
     from: Mailbox,
@@ -56,6 +52,96 @@ impl std::fmt::Debug for EmailChannel {
     }
 }
 
+/// What an email channel's configuration means, without its credentials
+/// or transport: checked when the config is read (so `tocsin check -c`
+/// refuses what `tocsin run` would) and again by `build`.
+struct Settings {
+    mode: TlsMode,
+    host: String,
+    port: u16,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+    timeout: Duration,
+}
+
+fn settings(
+    smtp: &str,
+    tls: Option<TlsMode>,
+    from: &str,
+    to: &[String],
+    timeout: Option<crate::config::Dur>,
+) -> Result<Settings, String> {
+    let (mode, host, port) = check_smtp(smtp, tls)?;
+    let from = check_mailbox("from", from)?;
+    let to = check_recipients(to)?;
+    let timeout = match timeout {
+        Some(d) if d.0 > 0 => Duration::from_millis(d.0 as u64),
+        Some(_) => return Err("timeout must be positive".into()),
+        None => DEFAULT_TIMEOUT,
+    };
+    Ok(Settings {
+        mode,
+        host,
+        port,
+        from,
+        to,
+        timeout,
+    })
+}
+
+/// The checks of an email channel's config that need neither its
+/// credentials nor the network.
+pub(crate) fn check_config(config: &ChannelConfig) -> Result<(), String> {
+    match config {
+        ChannelConfig::Email {
+            smtp,
+            tls,
+            from,
+            to,
+            timeout,
+            ..
+        } => settings(smtp, *tls, from, to, *timeout).map(drop),
+        _ => Ok(()),
+    }
+}
+
+/// `smtp` (with the `tls` mode, default `starttls`) → mode, host, port.
+/// `tls: none` is refused for a host that is not loopback.
+pub(crate) fn check_smtp(
+    smtp: &str,
+    tls: Option<TlsMode>,
+) -> Result<(TlsMode, String, u16), String> {
+    let mode = tls.unwrap_or(TlsMode::StartTls);
+    let (host, port) =
+        split_host_port(smtp).ok_or_else(|| format!("invalid smtp address `{smtp}`"))?;
+    let port = port.unwrap_or(match mode {
+        TlsMode::Tls => 465,
+        TlsMode::StartTls => 587,
+        TlsMode::None => 25,
+    });
+    if mode == TlsMode::None && !is_loopback(&host) {
+        return Err(format!(
+            "tls: none is allowed only for a loopback SMTP host, not `{host}`: use `tls` or `starttls`"
+        ));
+    }
+    Ok((mode, host, port))
+}
+
+/// `from`, or one entry of `to`.
+pub(crate) fn check_mailbox(what: &str, address: &str) -> Result<Mailbox, String> {
+    address
+        .parse()
+        .map_err(|e| format!("invalid {what} address `{address}`: {e}"))
+}
+
+/// `to`: at least one address, each valid.
+pub(crate) fn check_recipients(to: &[String]) -> Result<Vec<Mailbox>, String> {
+    if to.is_empty() {
+        return Err("`to` lists no recipient".into());
+    }
+    to.iter().map(|t| check_mailbox("to", t)).collect()
+}
+
 impl EmailChannel {
     pub fn build(name: &str, config: &ChannelConfig) -> Result<EmailChannel, ChannelError> {
         let ChannelConfig::Email {
@@ -73,45 +159,14 @@ impl EmailChannel {
         else {
             return Err(config_error(name, "not an email channel"));
         };
-        let mode = match tls.as_deref() {
-            None | Some("starttls") => TlsMode::StartTls,
-            Some("tls") => TlsMode::Tls,
-            Some("none") => TlsMode::None,
-            Some(other) => {
-                return Err(config_error(
-                    name,
-                    format!("unknown tls `{other}` (expected `tls`, `starttls` or `none`)"),
-                ));
-            }
-        };
-        let (host, port) = split_host_port(smtp)
-            .ok_or_else(|| config_error(name, format!("invalid smtp address `{smtp}`")))?;
-        let port = port.unwrap_or(match mode {
-            TlsMode::Tls => 465,
-            TlsMode::StartTls => 587,
-            TlsMode::None => 25,
-        });
-        if mode == TlsMode::None && !is_loopback(&host) {
-            return Err(config_error(
-                name,
-                format!(
-                    "tls: none is allowed only for a loopback SMTP host, not `{host}`: use `tls` or `starttls`"
-                ),
-            ));
-        }
-        let from: Mailbox = from
-            .parse()
-            .map_err(|e| config_error(name, format!("invalid from address `{from}`: {e}")))?;
-        if to.is_empty() {
-            return Err(config_error(name, "`to` lists no recipient"));
-        }
-        let to = to
-            .iter()
-            .map(|t| {
-                t.parse::<Mailbox>()
-                    .map_err(|e| config_error(name, format!("invalid to address `{t}`: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let Settings {
+            mode,
+            host,
+            port,
+            from,
+            to,
+            timeout,
+        } = settings(smtp, *tls, from, to, *timeout).map_err(|m| config_error(name, m))?;
         let username = read_secret(
             name,
             "SMTP username",
@@ -124,11 +179,6 @@ impl EmailChannel {
             password_env.as_deref(),
             password_file.as_deref(),
         )?;
-        let timeout = match timeout {
-            Some(d) if d.0 > 0 => Duration::from_millis(d.0 as u64),
-            Some(_) => return Err(config_error(name, "timeout must be positive")),
-            None => DEFAULT_TIMEOUT,
-        };
 
         super::ensure_crypto_provider();
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())

@@ -26,9 +26,11 @@ use crate::alert::Alert;
 use crate::config::{ChannelConfig, RetryConfig};
 
 pub use email::EmailChannel;
+pub(crate) use email::{check_mailbox, check_recipients, check_smtp};
 pub use file::FileChannel;
 pub use stdout::StdoutChannel;
 pub use webhook::WebhookChannel;
+pub(crate) use webhook::{check_header, check_url};
 
 /// A channel that cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +204,18 @@ impl Channel {
             ChannelConfig::File { path } => Channel::File(FileChannel::build(name, path)?),
             ChannelConfig::Stdout {} => Channel::Stdout(StdoutChannel::build()),
         })
+    }
+
+    /// The checks of a channel's configuration that need neither its
+    /// secrets nor its files nor the network. The config loader runs them,
+    /// so `tocsin check -c` refuses every channel `build` would refuse for
+    /// what the file says (secrets and files are checked by `run` only).
+    pub fn check_config(config: &ChannelConfig) -> Result<(), String> {
+        match config {
+            ChannelConfig::Webhook { .. } => webhook::check_config(config),
+            ChannelConfig::Email { .. } => email::check_config(config),
+            ChannelConfig::File { .. } | ChannelConfig::Stdout {} => Ok(()),
+        }
     }
 
     /// Sends one alert.

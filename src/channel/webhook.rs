@@ -27,13 +27,8 @@ const LOGGED_BODY_BYTES: usize = 512;
 /// Alertmanager's "no end time" (Go's zero `time.Time`).
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// The alert JSON of rule-language.md 9, as is.
-    Json,
-    /// The Prometheus Alertmanager webhook payload, version 4.
-    Alertmanager,
-}
+/// `format`: typed when the config is read (`json` or `alertmanager`).
+pub use crate::config::WebhookFormat as Format;
 
 pub struct WebhookChannel {
     /// The channel's name: Alertmanager's `receiver`.
@@ -62,6 +57,74 @@ impl std::fmt::Debug for WebhookChannel {
     }
 }
 
+/// What a webhook channel's configuration means, without its secret or
+/// HTTP client: checked when the config is read (so `tocsin check -c`
+/// refuses what `tocsin run` would) and again by `build`.
+struct Settings {
+    url: reqwest::Url,
+    headers: HeaderMap,
+    format: Format,
+    timeout: Duration,
+}
+
+fn settings(
+    url: &str,
+    headers: &std::collections::BTreeMap<String, String>,
+    format: Option<Format>,
+    timeout: Option<crate::config::Dur>,
+) -> Result<Settings, String> {
+    let url = check_url(url)?;
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        let (hn, hv) = check_header(k, v)?;
+        map.insert(hn, hv);
+    }
+    let timeout = match timeout {
+        Some(d) if d.0 > 0 => Duration::from_millis(d.0 as u64),
+        Some(_) => return Err("timeout must be positive".into()),
+        None => DEFAULT_TIMEOUT,
+    };
+    Ok(Settings {
+        url,
+        headers: map,
+        format: format.unwrap_or(Format::Json),
+        timeout,
+    })
+}
+
+/// The checks of a webhook channel's config that need neither its secret
+/// nor the network.
+pub(crate) fn check_config(config: &ChannelConfig) -> Result<(), String> {
+    match config {
+        ChannelConfig::Webhook {
+            url,
+            headers,
+            format,
+            timeout,
+            ..
+        } => settings(url, headers, *format, *timeout).map(drop),
+        _ => Ok(()),
+    }
+}
+
+/// `url`: an absolute `http://` or `https://` URL.
+pub(crate) fn check_url(url: &str) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid url `{url}`: {e}"))?;
+    if parsed.scheme() != "http" && parsed.scheme() != "https" {
+        return Err(format!("url `{url}` must be http:// or https://"));
+    }
+    Ok(parsed)
+}
+
+/// One entry of `headers`.
+pub(crate) fn check_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let hn = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("invalid header name `{name}`"))?;
+    let hv =
+        HeaderValue::from_str(value).map_err(|_| format!("invalid value for header `{name}`"))?;
+    Ok((hn, hv))
+}
+
 impl WebhookChannel {
     pub fn build(name: &str, config: &ChannelConfig) -> Result<WebhookChannel, ChannelError> {
         let ChannelConfig::Webhook {
@@ -77,32 +140,12 @@ impl WebhookChannel {
         else {
             return Err(config_error(name, "not a webhook channel"));
         };
-        let url = reqwest::Url::parse(url)
-            .map_err(|e| config_error(name, format!("invalid url `{url}`: {e}")))?;
-        if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(config_error(
-                name,
-                format!("url `{url}` must be http:// or https://"),
-            ));
-        }
-        let format = match format.as_deref() {
-            None | Some("json") => Format::Json,
-            Some("alertmanager") => Format::Alertmanager,
-            Some(other) => {
-                return Err(config_error(
-                    name,
-                    format!("unknown format `{other}` (expected `json` or `alertmanager`)"),
-                ));
-            }
-        };
-        let mut map = HeaderMap::new();
-        for (k, v) in headers {
-            let hn = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| config_error(name, format!("invalid header name `{k}`")))?;
-            let hv = HeaderValue::from_str(v)
-                .map_err(|_| config_error(name, format!("invalid value for header `{k}`")))?;
-            map.insert(hn, hv);
-        }
+        let Settings {
+            url,
+            headers: mut map,
+            format,
+            timeout,
+        } = settings(url, headers, *format, *timeout).map_err(|m| config_error(name, m))?;
         map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         map.insert(
             USER_AGENT,
@@ -115,11 +158,6 @@ impl WebhookChannel {
             secret_file.as_deref(),
         )?
         .map(String::into_bytes);
-        let timeout = match timeout {
-            Some(d) if d.0 > 0 => Duration::from_millis(d.0 as u64),
-            Some(_) => return Err(config_error(name, "timeout must be positive")),
-            None => DEFAULT_TIMEOUT,
-        };
         super::ensure_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(timeout)

@@ -524,10 +524,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             SourceConfig::File { path, start_at } => {
                 let cfg = crate::source::file::FileSourceConfig {
                     pattern: path.clone(),
-                    start_at: match start_at.as_deref() {
-                        Some("beginning") => crate::source::file::StartAt::Beginning,
-                        _ => crate::source::file::StartAt::End,
-                    },
+                    // Typed (and checked) when the config is read.
+                    start_at: start_at.unwrap_or_default(),
                     poll_interval: Duration::from_secs(1),
                     max_line: ingest.max_event_bytes,
                 };

@@ -77,8 +77,11 @@ impl FileSourceConfig {
     }
 }
 
-/// Where reading starts in a file that exists when the source starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Where reading starts in a file that exists when the source starts
+/// (`start_at: beginning` or `end` in the config; anything else is a
+/// config error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StartAt {
     /// Read the whole file.
     Beginning,
