@@ -219,10 +219,15 @@ fn package_holds_the_binary_unit_config_rules_and_docs() {
     let version = stdout(&run(
         Command::new(p.root.join("usr/bin/tocsin")).arg("version")
     ));
+    let mut lines = version.lines();
     assert_eq!(
-        version.trim(),
-        format!("tocsin {}", env!("CARGO_PKG_VERSION"))
+        lines.next(),
+        Some(format!("tocsin {}", env!("CARGO_PKG_VERSION")).as_str())
     );
+    // Then the build: commit, target, profile, compiler.
+    let build: Vec<&str> = lines.collect();
+    assert_eq!(build.len(), 4, "{version}");
+    assert!(build[1].starts_with("target: "), "{version}");
 }
 
 #[test]
