@@ -176,3 +176,22 @@ fn check_accepts_valid_values() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Rules that cannot be read are invalid input (1), as in `replay`, not a
+/// usage error (2), whether named on the command line or by the config.
+#[test]
+fn unreadable_rules_are_invalid_not_a_usage_error() {
+    let dir = setup(&format!(
+        "rules: nowhere.rules\nstate_dir: state\n{ADMIN}{OPS}"
+    ));
+    for args in [&["check", "missing.rules"][..], &["check", "-c", "c.yaml"]] {
+        let out = Command::new(BIN)
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot read rules"), "{args:?}: {err}");
+    }
+}

@@ -65,8 +65,10 @@ pub fn run(args: CheckArgs) -> ExitCode {
     let loaded = match lang::load_locations(&locations, &opts) {
         Ok(l) => l,
         Err(e) => {
+            // Invalid input like a config that cannot be read (1), not a
+            // mistake in the command line (2); `replay` says 1 too.
             eprintln!("error: cannot read rules: {e}");
-            return ExitCode::from(2);
+            return ExitCode::FAILURE;
         }
     };
     let repartitioned = kafka_warnings(&loaded.program, &kafka);
