@@ -286,6 +286,53 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// Puts one sample (label values `http`, `r`, `ops`, topic `t`) in
+    /// every family: for tests of the exposition (tests/grafana.rs too).
+    #[doc(hidden)]
+    pub fn sample_every_family(&self) {
+        let m = self;
+        m.received("http", 3);
+        m.reject("tcp", "invalid_json");
+        m.events_late.inc();
+        m.watermark_lag_seconds.set(1.5);
+        let rule = RuleLabel { rule: "r".into() };
+        m.rule_matches.get_or_create(&rule).inc();
+        m.alerts
+            .get_or_create(&AlertLabels {
+                rule: "r".into(),
+                status: "firing".into(),
+            })
+            .inc();
+        m.alerts_throttled.get_or_create(&rule).inc();
+        m.rule_keys.get_or_create(&rule).set(4);
+        m.deliveries
+            .get_or_create(&DeliveryLabels {
+                channel: "ops".into(),
+                outcome: "ok".into(),
+            })
+            .inc();
+        m.outbox_pending
+            .get_or_create(&ChannelLabel {
+                channel: "ops".into(),
+            })
+            .set(2);
+        m.reload(true);
+        m.reload(false);
+        m.checkpoint_seconds.set(0.25);
+        let p = PartitionLabels {
+            topic: "t".into(),
+            partition: 0,
+        };
+        m.kafka_consumer_lag.get_or_create(&p).set(7);
+        m.kafka_watermark_seconds.get_or_create(&p).set(1.0);
+        m.kafka_shard_keys.get_or_create(&p).set(1);
+        m.rebalance("assign");
+        m.kafka_restore_seconds.set(0.5);
+        let t = TopicLabel { topic: "t".into() };
+        m.kafka_republished.get_or_create(&t).inc();
+        m.kafka_duplicates_dropped.get_or_create(&t).inc();
+    }
+
     /// The Prometheus text exposition (format 0.0.4).
     ///
     /// prometheus-client writes OpenMetrics-style metadata: a counter's
@@ -492,46 +539,7 @@ mod tests {
     #[test]
     fn exposition_is_strict_text_004_with_samples() {
         let m = Metrics::new();
-        m.received("http", 3);
-        m.reject("tcp", "invalid_json");
-        m.events_late.inc();
-        m.watermark_lag_seconds.set(1.5);
-        let rule = RuleLabel { rule: "r".into() };
-        m.rule_matches.get_or_create(&rule).inc();
-        m.alerts
-            .get_or_create(&AlertLabels {
-                rule: "r".into(),
-                status: "firing".into(),
-            })
-            .inc();
-        m.alerts_throttled.get_or_create(&rule).inc();
-        m.rule_keys.get_or_create(&rule).set(4);
-        m.deliveries
-            .get_or_create(&DeliveryLabels {
-                channel: "ops".into(),
-                outcome: "ok".into(),
-            })
-            .inc();
-        m.outbox_pending
-            .get_or_create(&ChannelLabel {
-                channel: "ops".into(),
-            })
-            .set(2);
-        m.reload(true);
-        m.reload(false);
-        m.checkpoint_seconds.set(0.25);
-        let p = PartitionLabels {
-            topic: "t".into(),
-            partition: 0,
-        };
-        m.kafka_consumer_lag.get_or_create(&p).set(7);
-        m.kafka_watermark_seconds.get_or_create(&p).set(1.0);
-        m.kafka_shard_keys.get_or_create(&p).set(1);
-        m.rebalance("assign");
-        m.kafka_restore_seconds.set(0.5);
-        let t = TopicLabel { topic: "t".into() };
-        m.kafka_republished.get_or_create(&t).inc();
-        m.kafka_duplicates_dropped.get_or_create(&t).inc();
+        m.sample_every_family();
         check_exposition(&m);
         let text = m.encode();
         assert!(

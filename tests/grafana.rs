@@ -8,9 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
-use tocsin::metrics::{
-    AlertLabels, ChannelLabel, DeliveryLabels, Metrics, PartitionLabels, RuleLabel, TopicLabel,
-};
+use tocsin::metrics::Metrics;
 
 const DASHBOARD: &str = include_str!("../packaging/grafana/tocsin.json");
 
@@ -23,47 +21,7 @@ const TARGET_LABELS: [&str; 2] = ["instance", "job"];
 fn exported() -> BTreeMap<String, BTreeSet<String>> {
     let m = Metrics::new();
     let empty = m.encode();
-    m.received("http", 1);
-    m.reject("http", "bad_json");
-    m.events_late.inc();
-    m.watermark_lag_seconds.set(1.5);
-    let rule = RuleLabel { rule: "r".into() };
-    m.rule_matches.get_or_create(&rule).inc();
-    m.alerts
-        .get_or_create(&AlertLabels {
-            rule: "r".into(),
-            status: "firing".into(),
-        })
-        .inc();
-    m.alerts_throttled.get_or_create(&rule).inc();
-    m.rule_keys.get_or_create(&rule).set(1);
-    m.deliveries
-        .get_or_create(&DeliveryLabels {
-            channel: "ops".into(),
-            outcome: "delivered".into(),
-        })
-        .inc();
-    m.outbox_pending
-        .get_or_create(&ChannelLabel {
-            channel: "ops".into(),
-        })
-        .set(1);
-    m.reload(true);
-    m.checkpoint_seconds.set(0.25);
-    let part = PartitionLabels {
-        topic: "events".into(),
-        partition: 0,
-    };
-    m.kafka_consumer_lag.get_or_create(&part).set(1);
-    m.kafka_watermark_seconds.get_or_create(&part).set(1.0);
-    m.kafka_shard_keys.get_or_create(&part).set(1);
-    m.rebalance("assign");
-    m.kafka_restore_seconds.set(0.5);
-    let topic = TopicLabel {
-        topic: "g.by-service".into(),
-    };
-    m.kafka_republished.get_or_create(&topic).inc();
-    m.kafka_duplicates_dropped.get_or_create(&topic).inc();
+    m.sample_every_family();
     let full = m.encode();
 
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

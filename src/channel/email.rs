@@ -159,14 +159,7 @@ impl EmailChannel {
         else {
             return Err(config_error(name, "not an email channel"));
         };
-        let Settings {
-            mode,
-            host,
-            port,
-            from,
-            to,
-            timeout,
-        } = settings(smtp, *tls, from, to, *timeout).map_err(|m| config_error(name, m))?;
+        let s = settings(smtp, *tls, from, to, *timeout).map_err(|m| config_error(name, m))?;
         let username = read_secret(
             name,
             "SMTP username",
@@ -181,14 +174,14 @@ impl EmailChannel {
         )?;
 
         super::ensure_crypto_provider();
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
-            .port(port)
-            .timeout(Some(timeout));
-        if mode != TlsMode::None {
-            let params = TlsParameters::new(host.clone()).map_err(|e| {
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.as_str())
+            .port(s.port)
+            .timeout(Some(s.timeout));
+        if s.mode != TlsMode::None {
+            let params = TlsParameters::new(s.host.clone()).map_err(|e| {
                 config_error(name, format!("cannot set up TLS: {}", error_chain(&e)))
             })?;
-            builder = builder.tls(match mode {
+            builder = builder.tls(match s.mode {
                 TlsMode::Tls => Tls::Wrapper(params),
                 _ => Tls::Required(params),
             });
@@ -204,10 +197,10 @@ impl EmailChannel {
             }
         }
         Ok(EmailChannel {
-            from,
-            to,
+            server: format!("{}:{}", s.host, s.port),
+            from: s.from,
+            to: s.to,
             transport: builder.build(),
-            server: format!("{host}:{port}"),
         })
     }
 

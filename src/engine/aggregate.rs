@@ -134,7 +134,7 @@ impl DistinctKey {
             Value::String(s) => DistinctKey::String(s.as_str().into()),
             _ => {
                 let mut out = String::new();
-                canonical(&mut out, v);
+                json::write_canonical(&mut out, v);
                 DistinctKey::Composite(out)
             }
         })
@@ -149,36 +149,6 @@ impl DistinctKey {
             DistinctKey::String(s) => Value::String(s.to_string()),
             DistinctKey::Composite(text) => serde_json::from_str(text).unwrap_or(Value::Null),
         }
-    }
-}
-
-fn canonical(out: &mut String, v: &Value) {
-    match v {
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(out, item);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            let mut members: Vec<_> = map.iter().collect();
-            members.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (k, item)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                json::write_string(out, k);
-                out.push(':');
-                canonical(out, item);
-            }
-            out.push('}');
-        }
-        scalar => json::write_compact(out, scalar),
     }
 }
 
