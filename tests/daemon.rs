@@ -363,6 +363,42 @@ fn health_answers_while_recovery_runs() {
     let _ = d.child.wait();
 }
 
+/// A restart restores every rule from the shutdown checkpoint — state held
+/// inside rules included (a sequence's buffered event, a window's count) —
+/// rather than falling back to the log because the checkpoint cannot be
+/// read; and the restored state goes on to fire.
+#[test]
+fn a_restart_restores_every_rule_from_the_checkpoint() {
+    let rules = r#"
+rule seq { key user sequence within 1h { a: auth where outcome == "fail" b: auth where outcome == "ok" } }
+rule many { key user from auth window sliding 1h when count() >= 3 }
+"#;
+    let dir = setup(rules);
+    let port = common::free_port();
+    let mut d = Daemon::start_on(dir.path(), &config("", ""), &[], port);
+    for (ts, outcome) in [(1000, "fail"), (2000, "fail")] {
+        let ev = format!(
+            "{{\"type\":\"auth\",\"ts\":{ts},\"user\":\"u \\\"q\\\"\",\"outcome\":\"{outcome}\"}}"
+        );
+        assert_eq!(post(port, "/v1/events", &ev).status, 202);
+    }
+    assert!(d.terminate().success());
+    let mut d = Daemon::start_on(dir.path(), &config("", ""), &[], port);
+    let log = d.stderr();
+    assert!(log.contains("Restoring checkpoint"), "{log}");
+    assert!(log.contains("rules_restored=2"), "{log}");
+    let ev = "{\"type\":\"auth\",\"ts\":3000,\"user\":\"u \\\"q\\\"\",\"outcome\":\"ok\"}";
+    assert_eq!(post(port, "/v1/events", ev).status, 202);
+    post(port, "/v1/events", "{\"type\":\"tick\",\"ts\":9000}");
+    let alerts = alerts_of(&d, 2);
+    let rules: Vec<&str> = alerts.iter().filter_map(|a| a["rule"].as_str()).collect();
+    assert!(
+        rules.contains(&"seq") && rules.contains(&"many"),
+        "{alerts:?}"
+    );
+    assert!(d.terminate().success());
+}
+
 #[test]
 fn tcp_lines_produce_alerts_and_a_bad_line_keeps_the_connection() {
     let dir = setup(FILTER);
