@@ -339,6 +339,9 @@ pub struct DurabilitySection {
     /// [`crate::wal::FsyncPolicy::parse`] when the file is read.
     #[serde(default, deserialize_with = "fsync_opt")]
     pub fsync: Option<String>,
+    /// Longer than zero (a checkpoint after every batch would leave time
+    /// for little else).
+    #[serde(default, deserialize_with = "positive_dur")]
     pub checkpoint_every: Option<Dur>,
 }
 
@@ -424,6 +427,14 @@ pub fn check_listen(addr: &str) -> Result<(), String> {
 fn listen_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     parse_str(d, "a listen address (host:port)", |s| {
         check_listen(s).map(|()| Some(s.to_string()))
+    })
+}
+
+fn positive_dur<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dur>, D::Error> {
+    parse_str(d, "a duration", |s| match lang::duration_ms(s) {
+        Ok(ms) if ms > 0 => Ok(Some(Dur(ms))),
+        Ok(_) => Err("must be longer than 0s".into()),
+        Err(e) => Err(e.to_string()),
     })
 }
 
@@ -1083,6 +1094,11 @@ mod tests {
                 "durability:\n  fsync: sometimes\n",
                 "t.yaml:3:10:",
                 "unknown policy `sometimes`",
+            ),
+            (
+                "durability:\n  checkpoint_every: 0s\n",
+                "t.yaml:3:21:",
+                "must be longer than 0s",
             ),
             (
                 "channels:\n  ops:\n    kind: webhook\n    url: http://x\n    format: xml\n",
