@@ -3,6 +3,7 @@
 //!
 //!     cargo bench --bench checkpoint
 //!     TOCSIN_CKPT_EVENTS=2000000 cargo bench --bench checkpoint
+//!     TOCSIN_CKPT_PROFILE_TAKE=30 perf record -g target/release/deps/checkpoint-* --bench
 //!
 //! - `take`: `Pipeline::snapshot_unsorted`, the part the engine thread waits
 //!   for in the daemon (it shares held events, copies everything else);
@@ -66,6 +67,15 @@ fn main() {
     let keys: usize = pipeline.key_counts().iter().sum();
     println!("checkpoint: {events} mixed events, shipped rules, {keys} live keys");
 
+    // For profiling the engine thread's part alone:
+    // TOCSIN_CKPT_PROFILE_TAKE=20 perf record … (takes 20 more snapshots).
+    let extra: usize = std::env::var("TOCSIN_CKPT_PROFILE_TAKE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    for _ in 0..extra {
+        black_box(pipeline.snapshot_unsorted());
+    }
     let take = time(runs, || pipeline.snapshot_unsorted());
     // The sort alone, each time on a fresh snapshot.
     let sort_only = {
