@@ -94,6 +94,7 @@ fn main() {
         lsn: 1,
         written_at: 0,
         pipeline: pipeline.snapshot(),
+        rules: Some(program.texts.to_vec()),
         file_offsets: Vec::new(),
         idempotency: Vec::new(),
     };

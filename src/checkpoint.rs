@@ -73,6 +73,11 @@ pub struct Checkpoint {
     /// Wall-clock time of writing (ms), for the checkpoint-age display.
     pub written_at: i64,
     pub pipeline: PipelineSnapshot,
+    /// The rule files running at `lsn`, `(name, text)`: recovery evaluates
+    /// the log after it with these, not with what is on disk now. Absent
+    /// in checkpoints of stop 18 and before.
+    #[serde(default)]
+    pub rules: Option<Vec<(String, String)>>,
     pub file_offsets: Vec<FileOffsetSnap>,
     /// Oldest first.
     pub idempotency: Vec<IdempotentSnap>,
@@ -235,6 +240,7 @@ mod tests {
             lsn,
             written_at: 0,
             pipeline: Pipeline::new(&l.program, 0).snapshot(),
+            rules: Some(l.program.texts.to_vec()),
             file_offsets: Vec::new(),
             idempotency: Vec::new(),
         }

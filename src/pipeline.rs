@@ -219,6 +219,8 @@ pub struct Pipeline {
     late: u64,
     /// Released events, kept to be freed elsewhere ([`Pipeline::defer_frees`]).
     released: Option<Vec<Arc<Event>>>,
+    /// The rule files of the running program ([`Program::texts`]).
+    texts: Arc<[(String, String)]>,
 }
 
 /// Shares rules out among `n` parts: each rule, in rule order, goes to
@@ -292,6 +294,7 @@ impl Pipeline {
             chunk: Arc::new(Vec::new()),
             late: 0,
             released: None,
+            texts: program.texts.clone(),
         }
     }
 
@@ -327,6 +330,13 @@ impl Pipeline {
             part.stage.reload(part.engine.rules(), &kept);
         }
         self.owner = owner;
+        self.texts = program.texts.clone();
+    }
+
+    /// The rule files of the running rules, as loaded (for checkpoints and
+    /// the write-ahead log).
+    pub fn texts(&self) -> &Arc<[(String, String)]> {
+        &self.texts
     }
 
     /// The whole evaluation state, for a checkpoint: each rule's state

@@ -317,6 +317,7 @@ fn take_checkpoint(
         written_at: now().0,
         // Keys are sorted by the checkpoint writer, off this thread.
         pipeline: pipeline.snapshot_unsorted(),
+        rules: Some(pipeline.texts().to_vec()),
         file_offsets: offsets.values().map(Into::into).collect(),
         idempotency: shared.idempotency.list().iter().map(Into::into).collect(),
     };

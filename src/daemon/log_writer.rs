@@ -185,10 +185,10 @@ fn stop_syncer(syncer: Option<SyncThread>) {
     }
 }
 
-/// Appends the group's batches and idle advances in one write; `lsns` gets
-/// each message's LSN, `None` for what was not logged (or failed). Syncs
-/// as the policy says when `sync` is set or the group has an idle advance,
-/// and says whether it did.
+/// Appends the group's batches, idle advances and reloads in one write;
+/// `lsns` gets each message's LSN, `None` for what was not logged (or
+/// failed). Syncs as the policy says when `sync` is set, always when the
+/// group has an idle advance or a reload, and says whether it did.
 fn log_group(wal: &mut Wal, group: &[EngineMsg], lsns: &mut Vec<Option<u64>>, sync: bool) -> bool {
     lsns.clear();
     let mut advance = false;
@@ -199,7 +199,12 @@ fn log_group(wal: &mut Wal, group: &[EngineMsg], lsns: &mut Vec<Option<u64>>, sy
                 advance = true;
                 Some(wal.append(&Record::Watermark(to.0)))
             }
-            EngineMsg::Tick(_) | EngineMsg::Reload { .. } => None,
+            // Logged so that recovery switches rules at the same place.
+            EngineMsg::Reload { program, .. } => {
+                advance = true;
+                Some(wal.append(&Record::Rules(program.texts.to_vec())))
+            }
+            EngineMsg::Tick(_) => None,
         };
         lsns.push(match r {
             Some(Ok(lsn)) => Some(lsn),
@@ -210,8 +215,8 @@ fn log_group(wal: &mut Wal, group: &[EngineMsg], lsns: &mut Vec<Option<u64>>, sy
             None => None,
         });
     }
-    // An idle advance is synced whatever the policy: alerts it releases are
-    // delivered, and recovery must replay the same advance.
+    // An idle advance or a reload is synced whatever the policy: alerts it
+    // releases are delivered, and recovery must replay the same change.
     let (synced, result) = if advance {
         (true, wal.sync_now())
     } else if sync {
@@ -239,7 +244,11 @@ fn logged(msg: EngineMsg, lsn: Option<u64>) -> Option<Logged> {
         },
         EngineMsg::IdleAdvance(to) => Logged::Watermark { lsn: lsn?, to },
         EngineMsg::Tick(wall) => Logged::Tick(wall),
-        EngineMsg::Reload { program, done } => Logged::Reload { program, done },
+        // Not logged (a failed write): not applied; the reload reports it.
+        EngineMsg::Reload { program, done } => {
+            lsn?;
+            Logged::Reload { program, done }
+        }
     })
 }
 

@@ -52,7 +52,17 @@ pub fn recover(
     let mut offsets: HashMap<String, FileOffset> = HashMap::new();
     let mut from = 0;
     let mut restored_rules = 0;
+    // The rules on disk now, which the pipeline starts with; the log is
+    // evaluated with the rules that were running when it was written.
+    let on_disk = pipeline.texts().clone();
+    let opts = shared.rule_options();
+    // The rules last recorded (checkpoint or log) before the log's end.
+    let mut recorded: Option<Vec<(String, String)>> = None;
     if let Some(cp) = checkpoint::read_latest(state_dir)? {
+        if let Some(files) = &cp.rules {
+            switch_rules(pipeline, files, &opts, "the checkpoint");
+            recorded = Some(files.clone());
+        }
         restored_rules = pipeline.restore(&cp.pipeline).len();
         for o in &cp.file_offsets {
             let o: FileOffset = o.into();
@@ -73,7 +83,7 @@ pub fn recover(
             "Checkpoint restored"
         );
     }
-    let (wal, records) = Wal::open(state_dir, policy, from)?;
+    let (mut wal, records) = Wal::open(state_dir, policy, from)?;
     let mut alerts = Vec::new();
     let mut replayed_batches = 0;
     for (_, rec) in records {
@@ -102,11 +112,31 @@ pub fn recover(
                 }
             }
             Record::Watermark(w) => pipeline.advance(EventTime(w), &mut alerts),
+            Record::Rules(files) => {
+                switch_rules(pipeline, &files, &opts, "the log");
+                recorded = Some(files);
+            }
         }
         deliver(&mut alerts, shared, outbox);
     }
     if replayed_batches > 0 {
         tracing::info!(batches = replayed_batches, "Write-ahead log replayed");
+    }
+    // From here on the rules on disk run, and the log says so (on a first
+    // start too), so that a later recovery knows which rules each record
+    // met: they may have changed while the daemon was down, or before a
+    // reload it did not live to make.
+    if recorded.as_deref() != Some(&on_disk[..]) {
+        wal.append(&Record::Rules(on_disk.to_vec()))?;
+        wal.sync_now()?;
+    }
+    if pipeline.texts()[..] != on_disk[..] {
+        let program = crate::lang::load_texts(on_disk.to_vec(), &opts).program;
+        pipeline.reload(&program);
+        tracing::info!(
+            rules = program.rules.len(),
+            "Rules on disk differ from those of the recovered state: reloaded"
+        );
     }
     Ok(Recovered {
         durable: Durable {
@@ -117,4 +147,28 @@ pub fn recover(
         replayed_batches,
         restored_rules,
     })
+}
+
+/// Swaps in the rules of `files` (from a checkpoint or a log record) if
+/// they differ from the running ones; rules that no longer load (a channel
+/// removed from the configuration, say) are kept out with a warning, and
+/// the running ones stay.
+fn switch_rules(
+    pipeline: &mut Pipeline,
+    files: &[(String, String)],
+    opts: &crate::lang::Options,
+    from: &str,
+) {
+    if pipeline.texts()[..] == *files {
+        return;
+    }
+    let loaded = crate::lang::load_texts(files.to_vec(), opts);
+    if loaded.has_errors() {
+        tracing::warn!(
+            errors = %loaded.error_lines().join("; "),
+            "The rules recorded in {from} no longer load; evaluating with the running rules"
+        );
+        return;
+    }
+    pipeline.reload(&loaded.program);
 }

@@ -132,7 +132,11 @@ fn load_texts_here(texts: Vec<(String, String)>, opts: &Options) -> Loaded {
         diagnostics.extend(diags);
         files.push((id, decls));
     }
-    let (program, diags) = validate::compile(&sources, &files, opts);
+    let (mut program, diags) = validate::compile(&sources, &files, opts);
+    program.texts = sources
+        .files()
+        .map(|(_, f)| (f.name.clone(), f.text.clone()))
+        .collect();
     diagnostics.extend(diags);
     diagnostics.sort_by_key(|d| (d.span.file.0, d.span.start));
     Loaded {

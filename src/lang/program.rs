@@ -11,6 +11,10 @@ use serde_json::Value;
 #[derive(Debug, Clone, Default)]
 pub struct Program {
     pub rules: Vec<Arc<Rule>>,
+    /// The rule files it was loaded from, `(name, text)` in load order: what
+    /// the write-ahead log and checkpoints record, so that recovery can load
+    /// the very rules that were running.
+    pub texts: Arc<[(String, String)]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -22,10 +22,15 @@ pub enum Record {
     },
     /// An idle advance of the watermark to this instant.
     Watermark(i64),
+    /// From here on the rules are these files, `(name, text)` in load
+    /// order: a reload (or rules found changed at start), so that recovery
+    /// evaluates each record with the rules that were running then.
+    Rules(Vec<(String, String)>),
 }
 
 const BATCH: u8 = 1;
 const WATERMARK: u8 = 2;
+const RULES: u8 = 3;
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u32).to_le_bytes());
@@ -174,6 +179,14 @@ impl Record {
                 out.push(WATERMARK);
                 out.extend_from_slice(&w.to_le_bytes());
             }
+            Record::Rules(files) => {
+                out.push(RULES);
+                out.extend_from_slice(&(files.len() as u32).to_le_bytes());
+                for (name, text) in files {
+                    put_str(out, name);
+                    put_str(out, text);
+                }
+            }
         }
     }
 
@@ -214,6 +227,14 @@ impl Record {
                 }
             }
             WATERMARK => Record::Watermark(r.i64()?),
+            RULES => {
+                let n = r.u32()? as usize;
+                let mut files = Vec::with_capacity(n.min(1 << 10));
+                for _ in 0..n {
+                    files.push((r.str()?, r.str()?));
+                }
+                Record::Rules(files)
+            }
             _ => return None,
         };
         r.b.is_empty().then_some(rec)
@@ -228,6 +249,11 @@ mod tests {
     fn round_trip() {
         let recs = [
             Record::Watermark(-5),
+            Record::Rules(vec![
+                ("rules/a.rules".into(), "rule a { from x }\n".into()),
+                ("rules/é.rules".into(), String::new()),
+            ]),
+            Record::Rules(Vec::new()),
             Record::Batch {
                 source: "file".into(),
                 events: vec![(1, "{\"a\":\"é\"}".into()), (2, "{}".into())],
