@@ -192,6 +192,7 @@ fn stop_syncer(syncer: Option<SyncThread>) {
 fn log_group(wal: &mut Wal, group: &[EngineMsg], lsns: &mut Vec<Option<u64>>, sync: bool) -> bool {
     lsns.clear();
     let mut advance = false;
+    let mut tick = false;
     for msg in group {
         let r = match msg {
             EngineMsg::Batch(b) => Some(wal.append_encoded(&b.record)),
@@ -204,7 +205,10 @@ fn log_group(wal: &mut Wal, group: &[EngineMsg], lsns: &mut Vec<Option<u64>>, sy
                 advance = true;
                 Some(wal.append(&Record::Rules(program.texts.to_vec())))
             }
-            EngineMsg::Tick(_) => None,
+            EngineMsg::Tick(_) => {
+                tick = true;
+                None
+            }
         };
         lsns.push(match r {
             Some(Ok(lsn)) => Some(lsn),
@@ -217,7 +221,8 @@ fn log_group(wal: &mut Wal, group: &[EngineMsg], lsns: &mut Vec<Option<u64>>, sy
     }
     // An idle advance or a reload is synced whatever the policy: alerts it
     // releases are delivered, and recovery must replay the same change.
-    let (synced, result) = if advance {
+    // With `interval`, a tick (every SYNC_INTERVAL) syncs what is left.
+    let (synced, result) = if advance || (tick && wal.policy() == FsyncPolicy::Interval) {
         (true, wal.sync_now())
     } else if sync {
         (true, wal.sync())
@@ -275,6 +280,31 @@ mod tests {
     use super::*;
     use crate::source::Batch;
     use tokio::sync::oneshot;
+
+    /// With `fsync: interval`, a write soon after a sync is left unsynced,
+    /// and the next tick (every `SYNC_INTERVAL`) syncs it: when traffic
+    /// stops, nothing acknowledged waits longer than that.
+    #[test]
+    fn with_interval_a_tick_syncs_what_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), FsyncPolicy::Interval, 0).unwrap();
+        let mut lsns = Vec::new();
+        let ev = crate::decode::test_event(r#"{"type":"login","ts":1000}"#);
+        let batch = EngineMsg::Batch(Batch::new("http", vec![ev], None, None, None));
+        // Written within SYNC_INTERVAL of the log's opening: not synced yet.
+        log_group(&mut wal, std::slice::from_ref(&batch), &mut lsns, true);
+        assert!(
+            wal.unsynced(),
+            "a write within SYNC_INTERVAL of a sync waits"
+        );
+        log_group(
+            &mut wal,
+            &[EngineMsg::Tick(crate::source::now())],
+            &mut lsns,
+            true,
+        );
+        assert!(!wal.unsynced(), "the tick synced it");
+    }
 
     /// A log writer on a fresh log in `dir`, with the given syncer.
     struct Writer {

@@ -563,12 +563,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // The routes hold the sources' senders to the log writer, which ends
     // when the last one is gone: only the serving tasks keep them.
     drop((routes_tx, api));
-    // Idle ticks, once a second.
+    // Idle ticks, once a second; every 100 ms with `fsync: interval`, whose
+    // log writer syncs what is unsynced at each tick (so nothing
+    // acknowledged waits longer than that for its sync when traffic stops).
     {
         let tx = ingest.tx.clone();
         let c = cancel.clone();
+        let period = match policy {
+            crate::wal::FsyncPolicy::Interval => crate::wal::SYNC_INTERVAL,
+            _ => Duration::from_secs(1),
+        };
         tasks.spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
+            let mut every = tokio::time::interval(period);
             loop {
                 tokio::select! {
                     _ = c.cancelled() => break,

@@ -37,6 +37,11 @@ const BUF_KEEP: usize = 8 << 20;
 /// Records to replay, with their LSNs, in order.
 pub type Replay = Vec<(u64, Record)>;
 
+/// With `fsync: interval`, the longest an appended record waits for its
+/// sync: the log writer syncs when a write finds the last sync older than
+/// this, and on the daemon's ticks of this period when traffic stops.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
 /// When appended records are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
@@ -260,6 +265,11 @@ impl Wal {
         self.policy
     }
 
+    /// Whether records were appended since the last sync.
+    pub fn unsynced(&self) -> bool {
+        self.dirty
+    }
+
     /// The segment being written, with its path, so that another thread can
     /// sync what [`Wal::flush`] wrote to it. Records of earlier segments
     /// were synced when the segment was rolled over.
@@ -354,7 +364,7 @@ impl Wal {
     pub fn sync(&mut self) -> Result<(), WalError> {
         let due = match self.policy {
             FsyncPolicy::Batch => true,
-            FsyncPolicy::Interval => self.last_sync.elapsed() >= Duration::from_millis(100),
+            FsyncPolicy::Interval => self.last_sync.elapsed() >= SYNC_INTERVAL,
             FsyncPolicy::Off => false,
         };
         self.flush()?;
