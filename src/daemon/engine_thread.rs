@@ -473,10 +473,19 @@ impl LateLog {
                 }
             }
         }
+        // One event per line: an event sent pretty-printed (an element of
+        // a JSON array body) has line breaks, which JSON allows only as
+        // white space between tokens (inside strings they are escaped), so
+        // spaces in their place leave the same event.
+        let line: std::borrow::Cow<str> = if raw.contains(['\n', '\r']) {
+            raw.replace(['\n', '\r'], " ").into()
+        } else {
+            raw.into()
+        };
         if let Some(f) = &mut self.file {
-            let _ = f.write_all(raw.as_bytes());
+            let _ = f.write_all(line.as_bytes());
             let _ = f.write_all(b"\n");
-            self.written += raw.len() as u64 + 1;
+            self.written += line.len() as u64 + 1;
         }
         if self.written > LATE_LOG_MAX {
             self.flush();
@@ -491,5 +500,32 @@ impl LateLog {
         if let Some(f) = &mut self.file {
             let _ = f.flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LateLog;
+
+    /// The late-event log holds one event per line, also for an event
+    /// whose input text had line breaks; each line is the same event.
+    #[test]
+    fn the_late_log_has_one_event_per_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("late.ndjson");
+        let mut log = LateLog::new(Some(path.clone()));
+        let pretty = "{\n  \"type\": \"ev\",\r\n  \"ts\": 1,\n  \"s\": \"a\\nb\"\n}";
+        log.write(pretty);
+        log.write(r#"{"type":"ev","ts":2}"#);
+        log.flush();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(
+            first,
+            serde_json::from_str::<serde_json::Value>(pretty).unwrap()
+        );
+        assert_eq!(first["s"], "a\nb");
     }
 }
