@@ -445,6 +445,35 @@ fn recovery_replays_each_event_with_the_rules_running_when_it_came() {
     assert_eq!(alerts[0]["time"], "1970-01-01T00:00:06.000Z");
 }
 
+/// A client trickling a body cannot hold a shutdown for its whole
+/// `body_timeout` (60 s here): the daemon stops within its shutdown grace
+/// (5 s) and exits 0.
+#[test]
+fn sigterm_does_not_wait_for_a_stalled_upload() {
+    let dir = setup(FILTER);
+    let cfg = config("", "").replace(
+        "    max_body: 4KiB\n",
+        "    max_body: 4KiB\n    body_timeout: 60s\n",
+    );
+    let mut d = Daemon::start(dir.path(), &cfg, &[]);
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    write!(
+        stalled,
+        "POST /v1/events HTTP/1.1\r\nHost: t\r\nContent-Length: 60\r\n\r\n{{\"type\":"
+    )
+    .unwrap();
+    stalled.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let status = d.terminate();
+    assert!(status.success(), "{}", d.stderr());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the shutdown waited {:?} for a stalled upload",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn tcp_lines_produce_alerts_and_a_bad_line_keeps_the_connection() {
     let dir = setup(FILTER);

@@ -15,6 +15,14 @@ use tokio_util::sync::CancellationToken;
 /// Default time a client has to send its request line and headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// At shutdown, how long a request in progress may take to finish (a body
+/// still arriving, say); then its connection is closed without an answer,
+/// and the client retries. A request whose body has arrived is answered
+/// well within it (its batch is logged and synced, the log writer drains
+/// before the daemon stops). One client trickling a body cannot hold a
+/// restart for its whole `body_timeout`.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -58,7 +66,7 @@ pub async fn serve_routes(
                         _ = conn.as_mut() => {}
                         _ = shutdown.cancelled() => {
                             conn.as_mut().graceful_shutdown();
-                            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+                            let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
                         }
                     }
                 });
