@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use tocsin::alert::Alert;
+use tocsin::channel::{AlertRecord, Channel, DeliveryError};
 use tocsin::config::ChannelConfig;
 use tocsin::decode::{Decoded, Decoder};
 use tocsin::metrics::{ChannelLabel, DeliveryLabels, Metrics};
@@ -590,78 +591,379 @@ struct Mail {
     data: String,
 }
 
-/// A minimal SMTP server (RFC 5321: greeting, EHLO, MAIL, RCPT, DATA with
-/// dot-unstuffing, RSET, NOOP, QUIT). Each message accepted is pushed to
-/// the returned list.
-async fn start_smtp() -> (SocketAddr, Arc<Mutex<Vec<Mail>>>) {
+/// How the test SMTP server misbehaves; shared, so a test can "fix" the
+/// server while the outbox retries.
+#[derive(Debug, Default, Clone)]
+struct SmtpScript {
+    /// Stop answering (but keep the connection open and keep reading)
+    /// from this command on: "EHLO", "MAIL", "DATA_END" (after the body).
+    silent_at: Option<&'static str>,
+    /// `RCPT TO` addresses answered with `550 5.1.1`.
+    refuse_rcpt: Vec<&'static str>,
+    /// `RCPT TO` addresses answered with `451 4.2.0` the first time only.
+    defer_rcpt_once: Vec<&'static str>,
+    /// Offer AUTH and answer it with this line (e.g. 535).
+    auth_reply: Option<&'static str>,
+    /// Answer DATA with this line instead of 354 (e.g. 554).
+    data_reply: Option<&'static str>,
+}
+
+/// What the test SMTP server saw: accepted messages and every command.
+#[derive(Debug, Default)]
+struct SmtpSeen {
+    mails: Vec<Mail>,
+    commands: Vec<String>,
+}
+
+/// A minimal SMTP server (RFC 5321: greeting, EHLO, AUTH, MAIL, RCPT,
+/// DATA with dot-unstuffing, RSET, NOOP, QUIT), misbehaving as `script`
+/// says (changeable while it runs). Each message accepted is pushed to
+/// `SmtpSeen::mails`.
+async fn start_smtp_with(
+    script: SmtpScript,
+) -> (SocketAddr, Arc<Mutex<SmtpSeen>>, Arc<Mutex<SmtpScript>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mails = Arc::new(Mutex::new(Vec::new()));
-    let out = mails.clone();
+    let seen = Arc::new(Mutex::new(SmtpSeen::default()));
+    let script = Arc::new(Mutex::new(script));
+    let deferred = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (out, sc) = (seen.clone(), script.clone());
     tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
-            let out = out.clone();
+            let (out, sc, deferred) = (out.clone(), sc.clone(), deferred.clone());
             tokio::spawn(async move {
                 let (r, mut w) = sock.into_split();
                 let mut lines = BufReader::new(r);
                 w.write_all(b"220 localhost ESMTP test\r\n").await.unwrap();
                 let mut mail = Mail::default();
                 let mut line = String::new();
+                let mut silent = false;
                 loop {
                     line.clear();
                     if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
                         return;
                     }
                     let cmd = line.trim_end().to_string();
+                    out.lock().unwrap().commands.push(cmd.clone());
                     let upper = cmd.to_ascii_uppercase();
-                    let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                    let s = sc.lock().unwrap().clone();
+                    if silent || s.silent_at.is_some_and(|at| upper.starts_with(at)) {
+                        silent = true; // reads on, answers nothing
+                        continue;
+                    }
+                    let reply: String = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
                         mail.ehlo = true;
-                        b"250-localhost\r\n250 8BITMIME\r\n"
+                        if s.auth_reply.is_some() {
+                            "250-localhost\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n".into()
+                        } else {
+                            "250-localhost\r\n250 8BITMIME\r\n".into()
+                        }
+                    } else if upper.starts_with("AUTH") {
+                        format!("{}\r\n", s.auth_reply.unwrap_or("503 5.5.1 no AUTH"))
                     } else if upper.starts_with("MAIL FROM:") {
                         mail.from = cmd[10..].trim().to_string();
-                        b"250 2.1.0 Ok\r\n"
+                        mail.to.clear();
+                        "250 2.1.0 Ok\r\n".into()
                     } else if upper.starts_with("RCPT TO:") {
-                        mail.to.push(cmd[8..].trim().to_string());
-                        b"250 2.1.5 Ok\r\n"
-                    } else if upper == "DATA" {
-                        w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
-                            .await
-                            .unwrap();
-                        let mut data = String::new();
-                        loop {
-                            line.clear();
-                            if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if line == ".\r\n" {
-                                break;
-                            }
-                            let l = line.strip_prefix('.').unwrap_or(&line);
-                            data.push_str(l);
+                        let to = cmd[8..].trim().to_string();
+                        let first = !deferred.lock().unwrap().contains(&to);
+                        if s.refuse_rcpt.iter().any(|a| to.contains(a)) {
+                            "550 5.1.1 no such user\r\n".into()
+                        } else if first && s.defer_rcpt_once.iter().any(|a| to.contains(a)) {
+                            deferred.lock().unwrap().push(to);
+                            "451 4.2.0 try again later\r\n".into()
+                        } else {
+                            mail.to.push(to);
+                            "250 2.1.5 Ok\r\n".into()
                         }
-                        mail.data = data;
-                        out.lock().unwrap().push(std::mem::take(&mut mail));
-                        b"250 2.0.0 Ok: queued\r\n"
+                    } else if upper == "DATA" {
+                        if let Some(r) = s.data_reply {
+                            format!("{r}\r\n")
+                        } else {
+                            w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                                .await
+                                .unwrap();
+                            let mut data = String::new();
+                            loop {
+                                line.clear();
+                                if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                    return;
+                                }
+                                if line == ".\r\n" {
+                                    break;
+                                }
+                                let l = line.strip_prefix('.').unwrap_or(&line);
+                                data.push_str(l);
+                            }
+                            if sc.lock().unwrap().silent_at == Some("DATA_END") {
+                                silent = true;
+                                continue;
+                            }
+                            mail.data = data;
+                            out.lock().unwrap().mails.push(std::mem::take(&mut mail));
+                            "250 2.0.0 Ok: queued\r\n".into()
+                        }
                     } else if upper == "RSET" || upper == "NOOP" {
-                        b"250 2.0.0 Ok\r\n"
+                        mail.to.clear();
+                        "250 2.0.0 Ok\r\n".into()
                     } else if upper == "QUIT" {
                         let _ = w.write_all(b"221 2.0.0 Bye\r\n").await;
                         return;
                     } else {
-                        b"502 5.5.2 Command not recognized\r\n"
+                        "502 5.5.2 Command not recognized\r\n".into()
                     };
-                    w.write_all(reply).await.unwrap();
+                    if w.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
                 }
             });
         }
     });
-    (addr, mails)
+    (addr, seen, script)
+}
+
+/// An email channel to the test server at `addr`, with `extra` config lines.
+fn email_yaml(addr: SocketAddr, to: &str, extra: &str) -> String {
+    format!(
+        "security:\n  kind: email\n  smtp: {addr}\n  tls: none\n  from: tocsin@example.com\n  to: [{to}]\n  retry: {{initial: 20ms, max: 100ms}}\n{extra}"
+    )
+}
+
+fn one_alert() -> Vec<Alert> {
+    run_rules(
+        "rule brute_force { severity critical key user from auth }",
+        &[r#"{"type":"auth","ts":1000,"user":"alice"}"#.to_string()],
+    )
+}
+
+/// The messages the server accepted, as (recipients, Message-ID line).
+fn mails_by_recipient(seen: &Mutex<SmtpSeen>) -> Vec<(Vec<String>, String)> {
+    let mut out: Vec<(Vec<String>, String)> = seen
+        .lock()
+        .unwrap()
+        .mails
+        .iter()
+        .map(|m| {
+            let id = m
+                .data
+                .lines()
+                .find(|l| l.starts_with("Message-ID:"))
+                .unwrap_or("")
+                .to_string();
+            (m.to.clone(), id)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Finding: the `timeout` was never enforced; a server that accepts the
+/// connection and then says nothing held the channel for ever. Each stage
+/// (after the greeting, after MAIL FROM, after the message body) must fail
+/// as a retry within about the timeout, naming the server and the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_server_that_goes_silent_is_a_retry_after_the_timeout() {
+    for at in ["EHLO", "MAIL", "DATA_END"] {
+        let (addr, seen, _) = start_smtp_with(SmtpScript {
+            silent_at: Some(at),
+            ..Default::default()
+        })
+        .await;
+        let yaml = email_yaml(addr, "sec@example.com", "  timeout: 700ms\n");
+        let config = &channels(&yaml)["security"];
+        let channel = Channel::build("security", config).expect("builds");
+        let alert = AlertRecord::from_alert(&one_alert()[0]);
+        let started = Instant::now();
+        let result = tokio::time::timeout(Duration::from_secs(5), channel.deliver(&alert))
+            .await
+            .unwrap_or_else(|_| panic!("silent at {at}: delivery still hangs after 5s"));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(600) && took < Duration::from_millis(2500),
+            "silent at {at}: gave up after {took:?}"
+        );
+        match result {
+            Err(DeliveryError::Retry { reason, .. }) => {
+                assert!(reason.contains(&addr.to_string()), "{reason}");
+                assert!(reason.contains("700ms"), "{reason}");
+            }
+            other => panic!("silent at {at}: want a retry, got {other:?}"),
+        }
+        assert!(seen.lock().unwrap().mails.is_empty());
+    }
+}
+
+/// The same through the outbox: retried (not dropped, not stuck), and
+/// delivered once the server answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_silent_server_is_retried_by_the_outbox_then_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, seen, script) = start_smtp_with(SmtpScript {
+        silent_at: Some("EHLO"),
+        ..Default::default()
+    })
+    .await;
+    let metrics = Arc::new(Metrics::new());
+    let yaml = email_yaml(addr, "sec@example.com", "  timeout: 300ms\n");
+    let outbox = open(dir.path(), &yaml, 1000, &metrics);
+    submit_all(&outbox, &one_alert(), &["security"]);
+    let token = CancellationToken::new();
+    let handles = outbox.start(token.clone());
+    wait_until("two retries", || count(&metrics, "security", "retry") >= 2).await;
+    assert_eq!(count(&metrics, "security", "failed"), 0);
+    assert_eq!(pending(&outbox, "security"), 1);
+    script.lock().unwrap().silent_at = None;
+    wait_until("delivered", || {
+        count(&metrics, "security", "delivered") == 1
+    })
+    .await;
+    assert_eq!(seen.lock().unwrap().mails.len(), 1);
+    stop(token, handles).await;
+}
+
+/// Finding: one refused recipient (550) dropped the alert for all. Now
+/// each recipient has its own transaction: the others get the alert (same
+/// Message-ID), and the alert counts as delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_recipient_refused_with_550_does_not_cost_the_others_the_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, seen, _) = start_smtp_with(SmtpScript {
+        refuse_rcpt: vec!["bad@example.com"],
+        ..Default::default()
+    })
+    .await;
+    let metrics = Arc::new(Metrics::new());
+    let yaml = email_yaml(
+        addr,
+        "sec@example.com, bad@example.com, oncall@example.com",
+        "",
+    );
+    let outbox = open(dir.path(), &yaml, 1000, &metrics);
+    let alerts = one_alert();
+    submit_all(&outbox, &alerts, &["security"]);
+    let token = CancellationToken::new();
+    let handles = outbox.start(token.clone());
+    wait_until("delivered", || {
+        count(&metrics, "security", "delivered") == 1
+    })
+    .await;
+    let id = format!("Message-ID: <{}@tocsin>", alerts[0].id);
+    assert_eq!(
+        mails_by_recipient(&seen),
+        [
+            (vec!["<oncall@example.com>".to_string()], id.clone()),
+            (vec!["<sec@example.com>".to_string()], id),
+        ]
+    );
+    assert_eq!(count(&metrics, "security", "failed"), 0);
+    assert_eq!(count(&metrics, "security", "retry"), 0);
+    assert_eq!(pending(&outbox, "security"), 0);
+    stop(token, handles).await;
+}
+
+/// A recipient deferred (451) is retried alone: the one that already
+/// accepted the alert does not get it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_retry_sends_only_to_the_recipients_still_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, seen, _) = start_smtp_with(SmtpScript {
+        defer_rcpt_once: vec!["oncall@example.com"],
+        ..Default::default()
+    })
+    .await;
+    let metrics = Arc::new(Metrics::new());
+    let yaml = email_yaml(addr, "sec@example.com, oncall@example.com", "");
+    let outbox = open(dir.path(), &yaml, 1000, &metrics);
+    let alerts = one_alert();
+    submit_all(&outbox, &alerts, &["security"]);
+    let token = CancellationToken::new();
+    let handles = outbox.start(token.clone());
+    wait_until("delivered", || {
+        count(&metrics, "security", "delivered") == 1
+    })
+    .await;
+    assert_eq!(count(&metrics, "security", "retry"), 1);
+    let id = format!("Message-ID: <{}@tocsin>", alerts[0].id);
+    assert_eq!(
+        mails_by_recipient(&seen),
+        [
+            (vec!["<oncall@example.com>".to_string()], id.clone()),
+            (vec!["<sec@example.com>".to_string()], id),
+        ]
+    );
+    stop(token, handles).await;
+}
+
+/// Finding: any 5xx dropped the alert, so a wrong SMTP password (535) or a
+/// server refusing the transaction (554 to DATA) lost every alert. They
+/// are retried, and the alert goes out once the server is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_535_to_auth_or_554_to_data_is_retried_not_dropped() {
+    let secrets = tempfile::tempdir().unwrap();
+    let user = secrets.path().join("user");
+    let password = secrets.path().join("password");
+    std::fs::write(&user, "tocsin\n").unwrap();
+    std::fs::write(&password, "wrong\n").unwrap();
+    let auth = format!(
+        "  username_file: {}\n  password_file: {}\n",
+        user.display(),
+        password.display()
+    );
+    let cases = [
+        (
+            SmtpScript {
+                auth_reply: Some("535 5.7.8 bad credentials"),
+                ..Default::default()
+            },
+            auth.as_str(),
+            "AUTH",
+        ),
+        (
+            SmtpScript {
+                data_reply: Some("554 5.3.0 transaction failed"),
+                ..Default::default()
+            },
+            "",
+            "DATA",
+        ),
+    ];
+    for (script, extra, what) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, seen, control) = start_smtp_with(script).await;
+        let metrics = Arc::new(Metrics::new());
+        let yaml = email_yaml(addr, "sec@example.com, oncall@example.com", extra);
+        let outbox = open(dir.path(), &yaml, 1000, &metrics);
+        submit_all(&outbox, &one_alert(), &["security"]);
+        let token = CancellationToken::new();
+        let handles = outbox.start(token.clone());
+        wait_until("three retries", || {
+            count(&metrics, "security", "retry") >= 3
+        })
+        .await;
+        assert_eq!(count(&metrics, "security", "failed"), 0, "{what}");
+        assert_eq!(pending(&outbox, "security"), 1, "{what}");
+        assert!(seen.lock().unwrap().mails.is_empty(), "{what}");
+        // The operator fixes the server (or the password): delivered.
+        {
+            let mut c = control.lock().unwrap();
+            if c.auth_reply.is_some() {
+                c.auth_reply = Some("235 2.7.0 ok");
+            }
+            c.data_reply = None;
+        }
+        wait_until("delivered", || {
+            count(&metrics, "security", "delivered") == 1
+        })
+        .await;
+        assert_eq!(seen.lock().unwrap().mails.len(), 2, "{what}");
+        stop(token, handles).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_reaches_a_loopback_smtp_server_with_rendered_subject_and_body() {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, mails) = start_smtp().await;
+    let (addr, seen, _) = start_smtp_with(SmtpScript::default()).await;
     let metrics = Arc::new(Metrics::new());
     let yaml = format!(
         "security:\n  kind: email\n  smtp: {addr}\n  tls: none\n  from: tocsin@example.com\n  to: [sec@example.com, oncall@example.com]\n  retry: {{initial: 20ms, max: 100ms}}\n"
@@ -682,16 +984,20 @@ async fn email_reaches_a_loopback_smtp_server_with_rendered_subject_and_body() {
     submit_all(&outbox, &alerts, &["security"]);
     let token = CancellationToken::new();
     let handles = outbox.start(token.clone());
-    wait_until("one mail", || !mails.lock().unwrap().is_empty()).await;
     wait_until("delivered", || {
         count(&metrics, "security", "delivered") == 1
     })
     .await;
 
-    let mail = mails.lock().unwrap()[0].clone();
+    // One transaction per recipient, the same message in each.
+    let mails = seen.lock().unwrap().mails.clone();
+    assert_eq!(mails.len(), 2);
+    assert_eq!(mails[0].to, ["<sec@example.com>"]);
+    assert_eq!(mails[1].to, ["<oncall@example.com>"]);
+    assert_eq!(mails[0].data, mails[1].data);
+    let mail = mails[0].clone();
     assert!(mail.ehlo);
     assert_eq!(mail.from, "<tocsin@example.com>");
-    assert_eq!(mail.to, ["<sec@example.com>", "<oncall@example.com>"]);
     let data = mail.data.replace("\r\n", "\n");
     assert!(
         data.contains("\nSubject: [tocsin] FIRING critical brute_force user=alice\n"),
@@ -699,6 +1005,10 @@ async fn email_reaches_a_loopback_smtp_server_with_rendered_subject_and_body() {
     );
     assert!(
         data.contains(&format!("Message-ID: <{}@tocsin>", alerts[0].id)),
+        "{data}"
+    );
+    assert!(
+        data.contains("\nTo: sec@example.com, oncall@example.com\n"),
         "{data}"
     );
     assert!(

@@ -62,7 +62,8 @@ pub enum DeliveryError {
         reason: String,
         after: Option<Duration>,
     },
-    /// Sending the same alert again cannot succeed (4xx, SMTP 5xx): the
+    /// Sending the same alert again cannot succeed (a webhook's 4xx other
+    /// than 408 and 429; every address of an email refused for good): the
     /// alert is dropped and counted.
     #[error("{0}")]
     Permanent(String),
