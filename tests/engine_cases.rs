@@ -122,6 +122,58 @@ fn malformed_test_file_exits_2_naming_file_and_line() {
     );
 }
 
+/// Events of a test that are not events are skipped (as in `replay`) and
+/// named with their line on every run, also when the test passes: a typo
+/// in `ts` must not make a test that expects no alert pass unseen. Errors
+/// found after the file is read (a bad `max_delay`, a missing
+/// `events_file`, both or neither of `events` and `events_file`) name their
+/// line and exit 2.
+#[test]
+fn skipped_events_and_late_errors_are_named_with_their_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("r.rules"), RULES).unwrap();
+    std::fs::write(
+        dir.path().join("bad.ndjson"),
+        "{\"type\":\"zz\",\"ts\":1}\n{\"ts\":2}\n",
+    )
+    .unwrap();
+    let cases = [
+        (
+            "rules: r.rules\nevents:\n  - {type: zz, ts: 1000}\n  - {type: a, ts: \"2026-01-01T00:00:00\"}\nexpect: []\n",
+            0,
+            "t.yaml:4: event 2 is not an event (bad_time), skipped",
+        ),
+        (
+            "rules: r.rules\nevents_file: bad.ndjson\nexpect: []\n",
+            0,
+            "bad.ndjson:2: not an event (missing_type), skipped",
+        ),
+        (
+            "rules: r.rules\nmax_delay: 5x\nevents: []\nexpect: []\n",
+            2,
+            "t.yaml:2: error: max_delay",
+        ),
+        (
+            "rules: r.rules\nevents: []\nevents_file: bad.ndjson\nexpect: []\n",
+            2,
+            "t.yaml:3: error: give exactly one",
+        ),
+        (
+            "rules: r.rules\nevents_file: missing.ndjson\nexpect: []\n",
+            2,
+            "t.yaml:2: error: events_file",
+        ),
+    ];
+    for (yaml, code, want) in cases {
+        let case = dir.path().join("t.yaml");
+        std::fs::write(&case, yaml).unwrap();
+        let out = tocsin_test(&[case], dir.path());
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(code), "{yaml}\n{all}");
+        assert!(all.contains(want), "{yaml}: want `{want}` in:\n{all}");
+    }
+}
+
 /// Event times outside years 0000-9999 UTC are rejected as `bad_time` and
 /// counted like any other rejection (rule-language.md 0.4, 1, 9): before,
 /// `ts` 2^63-1 was accepted and never evaluated (every later event late),

@@ -46,7 +46,8 @@ struct TestFile {
 }
 
 enum Outcome {
-    Pass(usize),
+    /// The alerts produced, and notes on events that were skipped.
+    Pass(usize, String),
     Fail(String),
     Malformed(String),
 }
@@ -70,9 +71,10 @@ pub fn run(args: TestArgs) -> ExitCode {
     let (mut passed, mut failed, mut malformed) = (0, 0, 0);
     for file in &args.files {
         match run_file(file, &decode_cfg, cfg_delay, &opts) {
-            Outcome::Pass(n) => {
+            Outcome::Pass(n, notes) => {
                 passed += 1;
                 println!("PASS {} ({n} alerts)", file.display());
+                print!("{notes}");
             }
             Outcome::Fail(diff) => {
                 failed += 1;
@@ -118,10 +120,17 @@ fn run_file(
         }
     };
     let base = path.parent().unwrap_or(Path::new("."));
+    // `name:line:` of a top-level key (errors found after parsing).
+    let at = |key: &str| match key_line(&text, key) {
+        Some(line) => format!("{name}:{line}:"),
+        None => format!("{name}:"),
+    };
     let max_delay = match &tf.max_delay {
         Some(d) => match lang::duration_ms(d) {
             Ok(ms) => ms,
-            Err(e) => return Outcome::Malformed(format!("{name}: max_delay: {e}")),
+            Err(e) => {
+                return Outcome::Malformed(format!("{} error: max_delay: {e}", at("max_delay")));
+            }
         },
         None => cfg_delay.unwrap_or(0),
     };
@@ -144,29 +153,61 @@ fn run_file(
             .collect(),
         (None, Some(f)) => match std::fs::read_to_string(base.join(f)) {
             Ok(t) => t.lines().map(str::to_string).collect(),
-            Err(e) => return Outcome::Malformed(format!("{name}: events_file: {e}")),
+            Err(e) => {
+                return Outcome::Malformed(format!(
+                    "{} error: events_file: {}: {e}",
+                    at("events_file"),
+                    base.join(f).display()
+                ));
+            }
         },
-        _ => {
+        (Some(_), Some(_)) => {
             return Outcome::Malformed(format!(
-                "{name}: give exactly one of `events` and `events_file`"
+                "{} error: give exactly one of `events` and `events_file`, not both",
+                at("events_file")
+            ));
+        }
+        (None, None) => {
+            return Outcome::Malformed(format!(
+                "{name}:1: error: give `events` (a list) or `events_file` (an NDJSON file)"
             ));
         }
     };
     let decoder = Decoder::new(decode_cfg.clone());
     let mut pipeline = Pipeline::new(&loaded.program, max_delay);
     let mut alerts: Vec<Alert> = Vec::new();
-    let mut problems = String::new();
+    // An event that is not one (a time without a zone, a missing type) is
+    // skipped, as `replay` skips it, and named with its line on every run,
+    // passing or not: a test that expects no alert proves nothing if a
+    // typo made its events vanish.
+    let mut rejected = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         match decoder.decode(line.as_bytes(), None) {
             Decoded::Event(ev) => {
                 let _ = pipeline.push(ev, &mut alerts);
             }
             Decoded::Blank => {}
-            Decoded::Rejected(r) => {
-                let _ = writeln!(problems, "  note: event {} rejected: {r}", i + 1);
-            }
+            Decoded::Rejected(r) => rejected.push(match &tf.events_file {
+                Some(f) => format!(
+                    "  note: {}:{}: not an event ({r}), skipped",
+                    base.join(f).display(),
+                    i + 1
+                ),
+                None => match item_line(&text, "events", i) {
+                    Some(l) => format!(
+                        "  note: {name}:{l}: event {} is not an event ({r}), skipped",
+                        i + 1
+                    ),
+                    None => format!(
+                        "  note: {name}: event {} is not an event ({r}), skipped",
+                        i + 1
+                    ),
+                },
+            }),
         }
     }
+    let notes: String = rejected.iter().map(|n| format!("{n}\n")).collect();
+
     pipeline.finish(&mut alerts);
     let actual: Vec<Value> = alerts
         .iter()
@@ -175,10 +216,10 @@ fn run_file(
     let pass = actual.len() == tf.expect.len()
         && tf.expect.iter().zip(&actual).all(|(e, a)| matches(e, a));
     if pass {
-        return Outcome::Pass(actual.len());
+        return Outcome::Pass(actual.len(), notes);
     }
     let _ = tf.name;
-    Outcome::Fail(format!("{problems}{}", diff(&tf.expect, &actual)))
+    Outcome::Fail(format!("{notes}{}", diff(&tf.expect, &actual)))
 }
 
 /// Whether `actual` has every field `expected` lists, with an equal value.
@@ -310,4 +351,39 @@ fn yaml_compact(v: &serde_yaml_ng::Value, out: &mut String) {
         }
         Y::Tagged(t) => yaml_compact(&t.value, out),
     }
+}
+
+/// The line (1-based) of top-level key `key` in YAML `text`.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            l.strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with(':'))
+        })
+        .map(|i| i + 1)
+}
+
+/// The line of item `index` of the top-level list `key` in YAML `text`,
+/// written one item per line (`- …` under the key); `None` otherwise (a
+/// flow list `[…]`).
+fn item_line(text: &str, key: &str, index: usize) -> Option<usize> {
+    let start = key_line(text, key)?;
+    let mut items = text
+        .lines()
+        .enumerate()
+        .skip(start)
+        .take_while(|(_, l)| l.is_empty() || l.starts_with([' ', '-', '#']))
+        .filter(|(_, l)| {
+            let t = l.trim_start();
+            t.starts_with("- ") || t == "-"
+        });
+    let (first, line) = items.next()?;
+    let indent = line.len() - line.trim_start().len();
+    if index == 0 {
+        return Some(first + 1);
+    }
+    items
+        .filter(|(_, l)| l.len() - l.trim_start().len() == indent)
+        .nth(index - 1)
+        .map(|(i, _)| i + 1)
 }
