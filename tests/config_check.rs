@@ -178,20 +178,35 @@ fn check_accepts_valid_values() {
 }
 
 /// Rules that cannot be read are invalid input (1), as in `replay`, not a
-/// usage error (2), whether named on the command line or by the config.
+/// usage error (2), whether named on the command line or by the config;
+/// the other locations are still checked, so one run reports every error.
 #[test]
 fn unreadable_rules_are_invalid_not_a_usage_error() {
     let dir = setup(&format!(
         "rules: nowhere.rules\nstate_dir: state\n{ADMIN}{OPS}"
     ));
-    for args in [&["check", "missing.rules"][..], &["check", "-c", "c.yaml"]] {
+    std::fs::write(dir.path().join("bad.rules"), "rule b { from x where }\n").unwrap();
+    for (args, also) in [
+        (
+            &["check", "missing.rules", "bad.rules"][..],
+            Some("bad.rules:1:"),
+        ),
+        (&["check", "-c", "c.yaml"], None),
+    ] {
         let out = Command::new(BIN)
             .current_dir(dir.path())
             .args(args)
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("cannot read rules"), "{args:?}: {err}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(all.contains("cannot read rules"), "{args:?}: {all}");
+        if let Some(also) = also {
+            assert!(all.contains(also), "{args:?}: {all}");
+        }
     }
 }

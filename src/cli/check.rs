@@ -62,6 +62,18 @@ pub fn run(args: CheckArgs) -> ExitCode {
     } else {
         vec![super::default_rules()]
     };
+    // A location that does not exist is an error of its own; the others
+    // are still checked, so that one run reports every error.
+    let (locations, missing): (Vec<_>, Vec<_>) = locations.into_iter().partition(|l| l.exists());
+    let missing: Vec<String> = missing
+        .iter()
+        .map(|l| {
+            format!(
+                "cannot read rules: {}: no such file or directory",
+                l.display()
+            )
+        })
+        .collect();
     let loaded = match lang::load_locations(&locations, &opts) {
         Ok(l) => l,
         Err(e) => {
@@ -75,6 +87,9 @@ pub fn run(args: CheckArgs) -> ExitCode {
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Text => {
+            for m in &missing {
+                let _ = writeln!(out, "error: {m}");
+            }
             let _ = write!(out, "{}", loaded.render());
             for w in &repartitioned {
                 let _ = writeln!(out, "{}:{}: warning: {}", w.file, w.line, w.message);
@@ -97,12 +112,25 @@ pub fn run(args: CheckArgs) -> ExitCode {
                         "hint": null,
                     })
                 }))
+                .chain(missing.iter().map(|m| {
+                    serde_json::json!({
+                        "file": null,
+                        "line": null,
+                        "column": null,
+                        "end_line": null,
+                        "end_column": null,
+                        "severity": "error",
+                        "message": m,
+                        "hint": null,
+                    })
+                }))
                 .collect();
             let _ = writeln!(out, "{}", serde_json::Value::Array(all));
         }
     }
-    let errors = loaded.diagnostics.iter().filter(|d| d.is_error()).count();
-    let warnings = loaded.diagnostics.len() - errors + repartitioned.len();
+    let rule_errors = loaded.diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = loaded.diagnostics.len() - rule_errors + repartitioned.len();
+    let errors = rule_errors + missing.len();
     if errors > 0 {
         eprintln!("{errors} error(s), {warnings} warning(s)");
         ExitCode::FAILURE
