@@ -757,6 +757,51 @@ fn mails_by_recipient(seen: &Mutex<SmtpSeen>) -> Vec<(Vec<String>, String)> {
     out
 }
 
+/// An email channel `security` to `to` (config lines `extra`) in a fresh
+/// outbox, its scripted SMTP server, and one alert submitted and being
+/// delivered.
+struct EmailRun {
+    _dir: tempfile::TempDir,
+    seen: Arc<Mutex<SmtpSeen>>,
+    script: Arc<Mutex<SmtpScript>>,
+    metrics: Arc<Metrics>,
+    outbox: Outbox,
+    alerts: Vec<Alert>,
+    token: CancellationToken,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn email_run(script: SmtpScript, to: &str, extra: &str) -> EmailRun {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, seen, script) = start_smtp_with(script).await;
+    let metrics = Arc::new(Metrics::new());
+    let outbox = open(dir.path(), &email_yaml(addr, to, extra), 1000, &metrics);
+    let alerts = one_alert();
+    submit_all(&outbox, &alerts, &["security"]);
+    let token = CancellationToken::new();
+    let handles = outbox.start(token.clone());
+    EmailRun {
+        _dir: dir,
+        seen,
+        script,
+        metrics,
+        outbox,
+        alerts,
+        token,
+        handles,
+    }
+}
+
+impl EmailRun {
+    fn count(&self, outcome: &str) -> u64 {
+        count(&self.metrics, "security", outcome)
+    }
+
+    async fn stop(self) {
+        stop(self.token, self.handles).await;
+    }
+}
+
 /// Finding: the `timeout` was never enforced; a server that accepts the
 /// connection and then says nothing held the channel for ever. Each stage
 /// (after the greeting, after MAIL FROM, after the message body) must fail
@@ -797,28 +842,18 @@ async fn email_server_that_goes_silent_is_a_retry_after_the_timeout() {
 /// delivered once the server answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_silent_server_is_retried_by_the_outbox_then_delivered() {
-    let dir = tempfile::tempdir().unwrap();
-    let (addr, seen, script) = start_smtp_with(SmtpScript {
+    let script = SmtpScript {
         silent_at: Some("EHLO"),
         ..Default::default()
-    })
-    .await;
-    let metrics = Arc::new(Metrics::new());
-    let yaml = email_yaml(addr, "sec@example.com", "  timeout: 300ms\n");
-    let outbox = open(dir.path(), &yaml, 1000, &metrics);
-    submit_all(&outbox, &one_alert(), &["security"]);
-    let token = CancellationToken::new();
-    let handles = outbox.start(token.clone());
-    wait_until("two retries", || count(&metrics, "security", "retry") >= 2).await;
-    assert_eq!(count(&metrics, "security", "failed"), 0);
-    assert_eq!(pending(&outbox, "security"), 1);
-    script.lock().unwrap().silent_at = None;
-    wait_until("delivered", || {
-        count(&metrics, "security", "delivered") == 1
-    })
-    .await;
-    assert_eq!(seen.lock().unwrap().mails.len(), 1);
-    stop(token, handles).await;
+    };
+    let run = email_run(script, "sec@example.com", "  timeout: 300ms\n").await;
+    wait_until("two retries", || run.count("retry") >= 2).await;
+    assert_eq!(run.count("failed"), 0);
+    assert_eq!(pending(&run.outbox, "security"), 1);
+    run.script.lock().unwrap().silent_at = None;
+    wait_until("delivered", || run.count("delivered") == 1).await;
+    assert_eq!(run.seen.lock().unwrap().mails.len(), 1);
+    run.stop().await;
 }
 
 /// Finding: one refused recipient (550) dropped the alert for all. Now
@@ -826,72 +861,42 @@ async fn email_silent_server_is_retried_by_the_outbox_then_delivered() {
 /// Message-ID), and the alert counts as delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_recipient_refused_with_550_does_not_cost_the_others_the_alert() {
-    let dir = tempfile::tempdir().unwrap();
-    let (addr, seen, _) = start_smtp_with(SmtpScript {
+    let script = SmtpScript {
         refuse_rcpt: vec!["bad@example.com"],
         ..Default::default()
-    })
-    .await;
-    let metrics = Arc::new(Metrics::new());
-    let yaml = email_yaml(
-        addr,
-        "sec@example.com, bad@example.com, oncall@example.com",
-        "",
-    );
-    let outbox = open(dir.path(), &yaml, 1000, &metrics);
-    let alerts = one_alert();
-    submit_all(&outbox, &alerts, &["security"]);
-    let token = CancellationToken::new();
-    let handles = outbox.start(token.clone());
-    wait_until("delivered", || {
-        count(&metrics, "security", "delivered") == 1
-    })
-    .await;
-    let id = format!("Message-ID: <{}@tocsin>", alerts[0].id);
-    assert_eq!(
-        mails_by_recipient(&seen),
-        [
-            (vec!["<oncall@example.com>".to_string()], id.clone()),
-            (vec!["<sec@example.com>".to_string()], id),
-        ]
-    );
-    assert_eq!(count(&metrics, "security", "failed"), 0);
-    assert_eq!(count(&metrics, "security", "retry"), 0);
-    assert_eq!(pending(&outbox, "security"), 0);
-    stop(token, handles).await;
+    };
+    let to = "sec@example.com, bad@example.com, oncall@example.com";
+    let run = email_run(script, to, "").await;
+    wait_until("delivered", || run.count("delivered") == 1).await;
+    assert_eq!(mails_by_recipient(&run.seen), both_got(&run.alerts[0]));
+    assert_eq!(run.count("failed"), 0);
+    assert_eq!(run.count("retry"), 0);
+    assert_eq!(pending(&run.outbox, "security"), 0);
+    run.stop().await;
 }
 
 /// A recipient deferred (451) is retried alone: the one that already
 /// accepted the alert does not get it twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_retry_sends_only_to_the_recipients_still_missing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (addr, seen, _) = start_smtp_with(SmtpScript {
+    let script = SmtpScript {
         defer_rcpt_once: vec!["oncall@example.com"],
         ..Default::default()
-    })
-    .await;
-    let metrics = Arc::new(Metrics::new());
-    let yaml = email_yaml(addr, "sec@example.com, oncall@example.com", "");
-    let outbox = open(dir.path(), &yaml, 1000, &metrics);
-    let alerts = one_alert();
-    submit_all(&outbox, &alerts, &["security"]);
-    let token = CancellationToken::new();
-    let handles = outbox.start(token.clone());
-    wait_until("delivered", || {
-        count(&metrics, "security", "delivered") == 1
-    })
-    .await;
-    assert_eq!(count(&metrics, "security", "retry"), 1);
-    let id = format!("Message-ID: <{}@tocsin>", alerts[0].id);
-    assert_eq!(
-        mails_by_recipient(&seen),
-        [
-            (vec!["<oncall@example.com>".to_string()], id.clone()),
-            (vec!["<sec@example.com>".to_string()], id),
-        ]
-    );
-    stop(token, handles).await;
+    };
+    let run = email_run(script, "sec@example.com, oncall@example.com", "").await;
+    wait_until("delivered", || run.count("delivered") == 1).await;
+    assert_eq!(run.count("retry"), 1);
+    assert_eq!(mails_by_recipient(&run.seen), both_got(&run.alerts[0]));
+    run.stop().await;
+}
+
+/// One mail each to oncall@ and sec@, with the alert's Message-ID.
+fn both_got(alert: &Alert) -> Vec<(Vec<String>, String)> {
+    let id = format!("Message-ID: <{}@tocsin>", alert.id);
+    vec![
+        (vec!["<oncall@example.com>".to_string()], id.clone()),
+        (vec!["<sec@example.com>".to_string()], id),
+    ]
 }
 
 /// Finding: any 5xx dropped the alert, so a wrong SMTP password (535) or a
@@ -928,35 +933,22 @@ async fn email_535_to_auth_or_554_to_data_is_retried_not_dropped() {
         ),
     ];
     for (script, extra, what) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let (addr, seen, control) = start_smtp_with(script).await;
-        let metrics = Arc::new(Metrics::new());
-        let yaml = email_yaml(addr, "sec@example.com, oncall@example.com", extra);
-        let outbox = open(dir.path(), &yaml, 1000, &metrics);
-        submit_all(&outbox, &one_alert(), &["security"]);
-        let token = CancellationToken::new();
-        let handles = outbox.start(token.clone());
-        wait_until("three retries", || {
-            count(&metrics, "security", "retry") >= 3
-        })
-        .await;
-        assert_eq!(count(&metrics, "security", "failed"), 0, "{what}");
-        assert_eq!(pending(&outbox, "security"), 1, "{what}");
-        assert!(seen.lock().unwrap().mails.is_empty(), "{what}");
+        let run = email_run(script, "sec@example.com, oncall@example.com", extra).await;
+        wait_until("three retries", || run.count("retry") >= 3).await;
+        assert_eq!(run.count("failed"), 0, "{what}");
+        assert_eq!(pending(&run.outbox, "security"), 1, "{what}");
+        assert!(run.seen.lock().unwrap().mails.is_empty(), "{what}");
         // The operator fixes the server (or the password): delivered.
         {
-            let mut c = control.lock().unwrap();
+            let mut c = run.script.lock().unwrap();
             if c.auth_reply.is_some() {
                 c.auth_reply = Some("235 2.7.0 ok");
             }
             c.data_reply = None;
         }
-        wait_until("delivered", || {
-            count(&metrics, "security", "delivered") == 1
-        })
-        .await;
-        assert_eq!(seen.lock().unwrap().mails.len(), 2, "{what}");
-        stop(token, handles).await;
+        wait_until("delivered", || run.count("delivered") == 1).await;
+        assert_eq!(run.seen.lock().unwrap().mails.len(), 2, "{what}");
+        run.stop().await;
     }
 }
 
