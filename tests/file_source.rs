@@ -66,6 +66,10 @@ struct Source {
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
+    /// Every position logged so far, in order (with lines or without: a
+    /// batch without events only logs a position), as the engine's map of
+    /// offsets by path would see them.
+    logged: Vec<FileOffset>,
 }
 
 fn start(cfg: FileSourceConfig, resume: Vec<FileOffset>) -> Source {
@@ -88,23 +92,94 @@ fn start(cfg: FileSourceConfig, resume: Vec<FileOffset>) -> Source {
         metrics,
         shutdown,
         task,
+        logged: Vec::new(),
     }
 }
 
 impl Source {
-    /// The next batch, unanswered.
+    /// The next batch with events, unanswered; batches that only log a
+    /// position are answered and their position recorded on the way.
     async fn batch(&mut self) -> Batch {
-        match timeout(WAIT, self.rx.recv()).await {
-            Ok(Some(EngineMsg::Batch(b))) => b,
-            Ok(Some(other)) => panic!("expected a batch, got {other:?}"),
-            Ok(None) => panic!("the file source stopped"),
-            Err(_) => panic!("no batch within {WAIT:?}"),
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match timeout(left, self.rx.recv()).await {
+                Ok(Some(EngineMsg::Batch(b))) => {
+                    if let Some(b) = self.note(b) {
+                        return b;
+                    }
+                }
+                Ok(Some(other)) => panic!("expected a batch, got {other:?}"),
+                Ok(None) => panic!("the file source stopped"),
+                Err(_) => panic!("no batch within {WAIT:?}"),
+            }
         }
+    }
+
+    /// Records `b`'s position; answers it and returns `None` if it has no
+    /// events.
+    fn note(&mut self, mut b: Batch) -> Option<Batch> {
+        if let Some(o) = &b.offset {
+            self.logged.push(o.clone());
+        }
+        if b.events.is_empty() {
+            let _ = b
+                .done
+                .take()
+                .expect("a file batch waits for an answer")
+                .send(());
+            return None;
+        }
+        Some(b)
+    }
+
+    /// Waits for a batch without events logging a position that `pred`
+    /// accepts; batches with events may not come meanwhile.
+    async fn position(&mut self, pred: impl Fn(&FileOffset) -> bool) -> FileOffset {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match timeout(left, self.rx.recv()).await {
+                Ok(Some(EngineMsg::Batch(b))) => {
+                    let offset = b.offset.clone();
+                    if let Some(b) = self.note(b) {
+                        panic!("expected only a position, got {:?}", b.events);
+                    }
+                    if let Some(o) = offset.filter(|o| pred(o)) {
+                        return o;
+                    }
+                }
+                Ok(Some(other)) => panic!("expected a batch, got {other:?}"),
+                Ok(None) => panic!("the file source stopped"),
+                Err(_) => panic!("no position logged within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// The last position logged for `path`, as the engine's map of offsets
+    /// (by path) holds it: what a restart resumes from.
+    fn resume(&self) -> Vec<FileOffset> {
+        let mut by_path: Vec<FileOffset> = Vec::new();
+        for o in &self.logged {
+            by_path.retain(|p| p.path != o.path);
+            by_path.push(o.clone());
+        }
+        by_path
     }
 
     /// Takes (and answers) batches until `until` says the lines so far are
     /// complete; returns the lines and the offset of the last batch.
     async fn take_until(&mut self, until: impl Fn(&[String]) -> bool) -> (Vec<String>, FileOffset) {
+        let (got, offset) = self.take_until_any(until).await;
+        (got, offset.expect("the last batch carries its offset"))
+    }
+
+    /// As `take_until`, when the last batch may carry no offset (that of a
+    /// file whose rotated-away predecessor is still being read).
+    async fn take_until_any(
+        &mut self,
+        until: impl Fn(&[String]) -> bool,
+    ) -> (Vec<String>, Option<FileOffset>) {
         let mut got = Vec::new();
         loop {
             let mut b = self.batch().await;
@@ -115,7 +190,7 @@ impl Source {
                 b.events.len()
             );
             got.extend(b.events.iter().map(|e| e.raw().to_string()));
-            let offset = b.offset.take().expect("a file batch carries its offset");
+            let offset = b.offset.take();
             let _ = b
                 .done
                 .take()
@@ -150,8 +225,11 @@ impl Source {
             probes.push(ev(n));
             n += 1;
             if let Ok(msg) = timeout(Duration::from_millis(50), self.rx.recv()).await {
-                let Some(EngineMsg::Batch(mut b)) = msg else {
+                let Some(EngineMsg::Batch(b)) = msg else {
                     panic!("expected a batch");
+                };
+                let Some(mut b) = self.note(b) else {
+                    continue;
                 };
                 let got: Vec<String> = b.events.iter().map(|e| e.raw().to_string()).collect();
                 let _ = b.done.take().expect("done").send(());
@@ -184,13 +262,16 @@ impl Source {
             .get()
     }
 
-    /// Cancels the source and asserts that it stops promptly.
-    async fn stop(self) {
+    /// Cancels the source and asserts that it stops promptly; returns the
+    /// positions a restart resumes from.
+    async fn stop(self) -> Vec<FileOffset> {
+        let resume = self.resume();
         self.shutdown.cancel();
         timeout(WAIT, self.task)
             .await
             .expect("the source stops promptly")
             .expect("the source task does not panic");
+        resume
     }
 }
 
@@ -262,12 +343,17 @@ async fn a_partial_line_is_read_once_completed() {
 }
 
 #[tokio::test]
-async fn rotation_reads_the_rest_of_the_old_file_then_the_new_one() {
+async fn rotation_reads_the_old_file_until_quiet_and_the_new_one_meanwhile() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("app.ndjson");
     let rotated = dir.path().join("app.ndjson.1");
     append(&path, &text(1..=3));
-    let mut src = start(config(dir.path(), StartAt::Beginning), Vec::new());
+    // A rotate wait (two polls) of 500 ms: room for the test's own steps.
+    let cfg = FileSourceConfig {
+        poll_interval: Duration::from_millis(250),
+        ..config(dir.path(), StartAt::Beginning)
+    };
+    let mut src = start(cfg, Vec::new());
     assert_eq!(src.take(3).await.0, lines(1..=3));
     let old = identity(&path);
 
@@ -277,28 +363,55 @@ async fn rotation_reads_the_rest_of_the_old_file_then_the_new_one() {
     append(&path, &text([6, 7]));
     let new = identity(&path);
     assert_ne!(old, new);
-
-    let mut got = Vec::new();
-    let mut seen = Vec::new();
-    while got.len() < 4 {
-        let mut b = src.batch().await;
-        got.extend(b.events.iter().map(|e| e.raw().to_string()));
-        seen.push(b.offset.take().expect("offset"));
-        let _ = b.done.take().expect("done").send(());
-    }
+    let (got, _) = src.take_until_any(|got| got.len() >= 4).await;
     assert_eq!(got, lines(4..=7));
-    let first_new = seen
-        .iter()
-        .position(|o| o.identity == new)
-        .expect("a batch of the new file");
-    assert!(seen[..first_new].iter().all(|o| o.identity == old));
-    assert_eq!(seen.last().map(|o| o.offset), Some(file_len(&path)));
 
-    // The new file is followed; the rotated one no longer is.
-    append(&rotated, &text([90]));
-    append(&path, &text([8]));
+    // The application still writes to the old file (its descriptor) after
+    // the rename was seen: those lines are read too.
+    append(&rotated, &text([8]));
     let (got, offset) = src.take(1).await;
     assert_eq!(got, lines([8]));
+    assert_eq!(
+        offset,
+        FileOffset {
+            path: path_str(&path),
+            identity: old,
+            offset: file_len(&rotated),
+        },
+        "the old file logs its position under its path until dropped"
+    );
+    append(&path, &text([9]));
+    let (got, offset) = src.take_until_any(|got| !got.is_empty()).await;
+    assert_eq!(got, lines([9]));
+    assert_eq!(
+        offset, None,
+        "the successor logs nothing while the old file is read"
+    );
+
+    // Unchanged for the rotate wait: dropped, and the new file's position
+    // is logged from then on.
+    let at = src.position(|o| o.identity == new).await;
+    assert_eq!(
+        at,
+        FileOffset {
+            path: path_str(&path),
+            identity: new,
+            offset: file_len(&path),
+        }
+    );
+    // The logged position of the path never went back to the old file.
+    let first_new = src.logged.iter().position(|o| o.identity == new);
+    assert!(
+        src.logged[first_new.expect("new logged")..]
+            .iter()
+            .all(|o| o.identity == new)
+    );
+
+    // The rotated file is no longer followed; the new one is.
+    append(&rotated, &text([90]));
+    append(&path, &text([10]));
+    let (got, offset) = src.take(1).await;
+    assert_eq!(got, lines([10]));
     assert_eq!((offset.identity, offset.offset), (new, file_len(&path)));
     src.quiet().await;
     src.stop().await;
@@ -349,6 +462,63 @@ async fn truncation_restarts_at_zero() {
     src.stop().await;
 }
 
+/// Overwrites `path` from its start with `content` without ever making it
+/// shorter: what copytruncate followed by new lines looks like when both
+/// happen between two passes.
+fn rewrite(path: &Path, content: &str) {
+    let mut f = OpenOptions::new().write(true).open(path).expect("open");
+    f.write_all(content.as_bytes()).expect("write");
+}
+
+#[tokio::test]
+async fn a_file_rewritten_past_the_read_position_is_read_again_from_its_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("app.ndjson");
+    append(&path, &text(1..=3));
+    let mut src = start(config(dir.path(), StartAt::Beginning), Vec::new());
+    let (_, offset) = src.take(3).await;
+    let content = text(10..=15);
+    let at = offset.offset as usize;
+    assert!(content.len() > at);
+    assert_ne!(
+        content.as_bytes()[at - 64..at],
+        text(1..=3).as_bytes()[at - 64..at]
+    );
+    rewrite(&path, &content);
+    let (got, offset) = src.take(6).await;
+    assert_eq!(got, lines(10..=15));
+    assert_eq!(offset.offset, file_len(&path));
+    assert_eq!(src.rejected("invalid_json"), 0);
+    src.quiet().await;
+    src.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_rewritten_past_its_resume_offset_while_stopped_is_read_from_its_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("app.ndjson");
+    append(&path, &text(1..=3));
+    let mut src = start(config(dir.path(), StartAt::Beginning), Vec::new());
+    assert_eq!(src.take(3).await.0, lines(1..=3));
+    let resume = src.stop().await;
+    let at = resume[0].offset as usize;
+    // Truncated (same file) and written past the old offset while stopped;
+    // the old offset now falls inside a line.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .expect("truncate");
+    let content = text(10..=15);
+    assert_ne!(content.as_bytes()[at - 1], b'\n');
+    append(&path, &content);
+    let mut src = start(config(dir.path(), StartAt::Beginning), resume);
+    let (got, _) = src.take(6).await;
+    assert_eq!(got, lines(10..=15));
+    assert_eq!(src.rejected("invalid_json"), 0);
+    src.stop().await;
+}
+
 #[tokio::test]
 async fn a_deleted_file_is_dropped_and_a_new_one_at_its_path_read_from_its_start() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -358,6 +528,9 @@ async fn a_deleted_file_is_dropped_and_a_new_one_at_its_path_read_from_its_start
     assert_eq!(src.take(1).await.0, lines([1]));
     std::fs::remove_file(&path).expect("remove");
     src.quiet().await;
+    // Past the rotate wait (two polls), so the deleted file is dropped and
+    // the new one logs its position at once.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     append(&path, &text([2, 3]));
     let (got, offset) = src.take(2).await;
     assert_eq!(got, lines([2, 3]));
@@ -398,25 +571,121 @@ async fn a_resume_offset_continues_after_it() {
             identity: identity(&path),
             offset: text(1..=2).len() as u64,
         },
-        // Another file's identity: `other` starts at the end as configured.
+        // Another file's identity, found nowhere: `other` is a file the
+        // source has not seen, so it is new and read from its start
+        // although `start_at` is `end` (the source has run before).
         FileOffset {
             path: path_str(&other),
             identity: (u64::MAX, u64::MAX),
             offset: 0,
         },
+        // Another source's file (not matched by the pattern): ignored.
+        FileOffset {
+            path: path_str(&dir.path().join("x.log")),
+            identity: identity(&other),
+            offset: 1,
+        },
     ];
     let mut src = start(config(dir.path(), StartAt::End), resume);
-    let (got, offset) = src.take(3).await;
-    assert_eq!(got, lines(3..=5));
+    let (got, offset) = src.take(5).await;
+    // The known file first.
+    assert_eq!(got, lines([3, 4, 5, 50, 51]));
     assert_eq!(
         offset,
         FileOffset {
-            path: path_str(&path),
-            identity: identity(&path),
-            offset: file_len(&path),
+            path: path_str(&other),
+            identity: identity(&other),
+            offset: file_len(&other),
         }
     );
+    assert!(src.logged.contains(&FileOffset {
+        path: path_str(&path),
+        identity: identity(&path),
+        offset: file_len(&path),
+    }));
     src.quiet().await;
+    src.stop().await;
+}
+
+#[tokio::test]
+async fn after_a_restart_a_file_created_while_stopped_is_read_from_its_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = dir.path().join("a.ndjson");
+    let quiet = dir.path().join("q.ndjson");
+    let b = dir.path().join("b.ndjson");
+    append(&a, &text([1]));
+    append(&quiet, &text([2]));
+    // First start: `start_at: end` applies to the files present.
+    let mut src = start(config(dir.path(), StartAt::End), Vec::new());
+    let probes = src.sync(&a, 100).await;
+    assert!(!probes.is_empty());
+    let resume = src.stop().await;
+    // Even the file never written to has its position logged.
+    assert!(resume.iter().any(|o| o.path == path_str(&quiet)));
+
+    // While stopped: a new file, and lines appended to both known ones.
+    append(&b, &text(10..=11));
+    append(&a, &text([12]));
+    append(&quiet, &text([13]));
+    let mut src = start(config(dir.path(), StartAt::End), resume);
+    let (mut got, _) = src.take(4).await;
+    got.sort();
+    let mut expected = lines(10..=13);
+    expected.sort();
+    assert_eq!(got, expected, "nothing skipped, nothing read twice");
+    src.quiet().await;
+    src.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_rotated_while_stopped_is_read_to_its_end_before_its_successor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("app.ndjson");
+    // Not matched by the glob.
+    let rotated = dir.path().join("app.ndjson.1");
+    append(&path, &text(1..=3));
+    let mut src = start(config(dir.path(), StartAt::Beginning), Vec::new());
+    assert_eq!(src.take(3).await.0, lines(1..=3));
+    let old = identity(&path);
+    let resume = src.stop().await;
+    assert_eq!(
+        resume,
+        vec![FileOffset {
+            path: path_str(&path),
+            identity: old,
+            offset: file_len(&path),
+        }]
+    );
+
+    // While stopped: more lines, then logrotate's rename and create.
+    append(&path, &text([4, 5]));
+    std::fs::rename(&path, &rotated).expect("rename");
+    append(&path, &text([6]));
+    let new = identity(&path);
+
+    let mut src = start(config(dir.path(), StartAt::Beginning), resume);
+    let (got, _) = src.take_until_any(|got| got.len() >= 3).await;
+    assert_eq!(
+        got,
+        lines(4..=6),
+        "the old file's tail first, then the new file"
+    );
+    assert!(src.logged.contains(&FileOffset {
+        path: path_str(&path),
+        identity: old,
+        offset: file_len(&rotated),
+    }));
+    // Once the old one is dropped, the path's position is the new file's.
+    let at = src.position(|o| o.identity == new).await;
+    assert_eq!(at.offset, file_len(&path));
+    src.quiet().await;
+    let resume = src.stop().await;
+
+    // A second restart reads neither again.
+    let mut src = start(config(dir.path(), StartAt::Beginning), resume);
+    src.quiet().await;
+    append(&path, &text([7]));
+    assert_eq!(src.take(1).await.0, lines([7]));
     src.stop().await;
 }
 

@@ -3,25 +3,37 @@
 //!
 //! This module owns the set of followed files (found by the glob, kept
 //! current by `notify` events plus a periodic rescan, since `notify` can miss
-//! events), their read positions, and what happens on rotation (rename and
-//! re-create: the old file is read to its end, then the new one from its
-//! start), truncation (reading restarts at 0) and deletion (the file is
-//! dropped). It does not parse JSON (that is [`crate::decode`]) and it keeps
-//! no state on disk: each batch carries its file's identity and offset, and
-//! whoever logs the batch records them.
+//! events), their read positions, and what happens on rotation and deletion
+//! (the file that left the glob is read, by its open handle, until it has
+//! stayed unchanged for [`ROTATE_WAIT_POLLS`] rescan intervals, then
+//! dropped; the new file at the path is read from its start meanwhile) and
+//! truncation (reading restarts at 0: noticed when the file is shorter than
+//! the position, or when the last bytes read before the position changed).
+//! It does not parse JSON (that is [`crate::decode`]) and it keeps no state
+//! on disk: each batch carries its file's identity and offset, and whoever
+//! logs the batch records them, by path.
+//!
+//! At start, the logged positions whose path matches the pattern say where
+//! to resume. If there is none, the source runs for the first time and
+//! `start_at` applies to the files present; otherwise every file without a
+//! position is new and is read from its start. A logged file the glob no
+//! longer finds (rotated while the daemon was down) is looked for by
+//! identity in its directory and read from its logged offset first.
 //!
 //! Invariant: files are told apart by identity (device, inode), not by path,
 //! so a renamed file is never read twice. A line is handed over only when
 //! complete, at most once per identity (barring truncation), and a batch's
 //! offset is the byte position right after its last line, so resuming there
-//! neither skips nor repeats a line. Reading never runs ahead of the engine:
-//! the next read waits until the previous batch has been taken.
+//! neither skips nor repeats a line. The logged position of a path only
+//! moves from a file to its successor once the old file is dropped (until
+//! then the successor's batches carry no position). Reading never runs
+//! ahead of the engine: the next read waits until the previous batch has
+//! been taken.
 
-use std::collections::HashMap;
 use std::io::{self, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use notify::event::{EventKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -44,6 +56,11 @@ const CHUNK: usize = 64 * 1024;
 const WAKE_QUEUE: usize = 256;
 /// Floor of the rescan interval (a zero interval would spin).
 const MIN_POLL: Duration = Duration::from_millis(10);
+/// Rescan intervals a rotated-away file must stay unchanged to be dropped.
+const ROTATE_WAIT_POLLS: u32 = 2;
+/// Bytes before the read position compared at each pass, to notice a file
+/// truncated and written past the position again in between.
+const TAIL: usize = 64;
 
 /// Device and inode: what a file is, whatever its current name.
 type Identity = (u64, u64);
@@ -53,8 +70,10 @@ type Identity = (u64, u64);
 pub struct FileSourceConfig {
     /// Glob of the files to follow, e.g. `/var/log/app/*.ndjson`.
     pub pattern: String,
-    /// Where reading starts in the files that exist when the source starts.
-    /// Files that appear later are always read from their beginning.
+    /// Where reading starts in the files that exist when the source starts
+    /// for the first time (no resume position matches the pattern). Files
+    /// that appear later, or while the daemon was down after its first
+    /// start, are always read from their beginning.
     pub start_at: StartAt,
     /// Interval of the fallback rescan, which catches what `notify` missed.
     pub poll_interval: Duration,
@@ -94,8 +113,11 @@ pub enum StartAt {
 /// Tails the files matching `cfg.pattern` until `shutdown` is cancelled or
 /// the engine stops taking batches.
 ///
-/// Resume positions, e.g. restored from a checkpoint: for a file with the
-/// same identity, reading resumes at the offset instead of `start_at`.
+/// Resume positions, e.g. restored from a checkpoint (those whose path the
+/// pattern does not match belong to other sources and are ignored): for a
+/// file with the same identity, reading resumes at the offset instead of
+/// `start_at`, and any of them means the source has run before, so
+/// `start_at` does not apply.
 pub async fn run(
     cfg: FileSourceConfig,
     ingest: Ingest,
@@ -297,7 +319,8 @@ impl From<Stopped> for ReadError {
 
 /// One followed file and how far it has been read.
 struct Tailed {
-    /// Where the glob last found it (the offset's `path`).
+    /// Where the glob last found it: the offset's `path`, under which its
+    /// position is logged. A rotated-away file keeps the path it had.
     path: PathBuf,
     identity: Identity,
     /// Kept open: a rotated or deleted file is still read to its end.
@@ -314,15 +337,43 @@ struct Tailed {
     skipping: bool,
     /// Whether a read error was logged; logged again only after a success.
     failing: bool,
+    /// The last bytes read, up to [`TAIL`], ending at `read_pos`: when they
+    /// are no longer there, the file was truncated and written again.
+    tail: Vec<u8>,
+    /// Set once the glob no longer finds the file (rotated away or
+    /// deleted): when it last grew. It is read until it has been quiet for
+    /// the rotate wait, then dropped.
+    rotated: Option<Instant>,
+    /// Whether its batches carry its position. Only the oldest followed
+    /// file with a given `path` logs it: while a rotated-away file is still
+    /// read, its successor at the path reads without logging, so the logged
+    /// position of a path never goes back to an older file.
+    logs: bool,
 }
 
 impl Tailed {
-    fn position(&self) -> FileOffset {
-        FileOffset {
+    fn new(path: PathBuf, identity: Identity, file: File, start: u64, tail: Vec<u8>) -> Self {
+        Tailed {
+            path,
+            identity,
+            file,
+            read_pos: start,
+            line_end: start,
+            line: Vec::new(),
+            skipping: false,
+            failing: false,
+            tail,
+            rotated: None,
+            logs: true,
+        }
+    }
+
+    fn position(&self) -> Option<FileOffset> {
+        self.logs.then(|| FileOffset {
             path: self.path.to_string_lossy().into_owned(),
             identity: self.identity,
             offset: self.line_end,
-        }
+        })
     }
 
     async fn restart(&mut self) -> io::Result<()> {
@@ -331,8 +382,81 @@ impl Tailed {
         self.line_end = 0;
         self.line.clear();
         self.skipping = false;
+        self.tail.clear();
         Ok(())
     }
+
+    /// Whether the bytes before `read_pos` are still those read; leaves
+    /// the file at `read_pos` when they are.
+    async fn tail_intact(&mut self) -> io::Result<bool> {
+        if self.tail.is_empty() {
+            return Ok(true);
+        }
+        let k = self.tail.len();
+        let mut now = [0u8; TAIL];
+        self.file
+            .seek(SeekFrom::Start(self.read_pos - k as u64))
+            .await?;
+        match self.file.read_exact(&mut now[..k]).await {
+            Ok(_) => Ok(now[..k] == self.tail[..]),
+            // Shrunk since its size was taken.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => {
+                // Back where reading goes on, if the file still lets us.
+                let _ = self.file.seek(SeekFrom::Start(self.read_pos)).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Keeps in `tail` the last [`TAIL`] bytes of what was read, `bytes`
+/// (read just now) included.
+fn keep_tail(tail: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.len() >= TAIL {
+        tail.clear();
+        tail.extend_from_slice(&bytes[bytes.len() - TAIL..]);
+    } else {
+        let excess = (tail.len() + bytes.len()).saturating_sub(TAIL);
+        tail.drain(..excess);
+        tail.extend_from_slice(bytes);
+    }
+}
+
+/// Up to [`TAIL`] bytes of `file` ending at `pos` (fewer near the start);
+/// leaves the file at `pos`.
+async fn bytes_before(file: &mut File, pos: u64) -> io::Result<Vec<u8>> {
+    let k = pos.min(TAIL as u64);
+    let mut tail = vec![0u8; k as usize];
+    file.seek(SeekFrom::Start(pos - k)).await?;
+    file.read_exact(&mut tail).await?;
+    Ok(tail)
+}
+
+/// Sets [`Tailed::logs`]: a file logs its position unless an earlier one
+/// (a rotated-away file, still being read) has the same path.
+fn assign_logging(files: &mut [Tailed]) {
+    let mut earlier: Vec<PathBuf> = Vec::new();
+    for t in files {
+        t.logs = !earlier.contains(&t.path);
+        if t.rotated.is_some() {
+            earlier.push(t.path.clone());
+        }
+    }
+}
+
+/// The file in `dir` with `identity`, if any (a rotated file, renamed to a
+/// name the glob need not match).
+fn locate(dir: &Path, identity: Identity) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        if let Ok(meta) = entry.metadata()
+            && meta.is_file()
+            && (meta.dev(), meta.ino()) == identity
+        {
+            return Some(entry.path());
+        }
+    }
+    None
 }
 
 /// Where decoded lines go, shared by every followed file.
@@ -344,14 +468,15 @@ struct Out {
 
 impl Out {
     /// Hands `events` (the lines up to `t.line_end`) to the engine and waits
-    /// until it has taken them.
+    /// until it has taken them. With no events, the batch only logs the
+    /// file's position.
     async fn send(&self, t: &Tailed, events: &mut Vec<Event>) -> Result<(), Stopped> {
         let n = events.len() as u64;
         let (done, taken) = oneshot::channel();
         let batch = Batch::new(
             SOURCE,
             std::mem::take(events),
-            Some(t.position()),
+            t.position(),
             None,
             Some(done),
         )
@@ -406,8 +531,8 @@ impl Out {
     }
 
     /// Reads `t` from its position to its end, handing over every complete
-    /// line. When `last` (the file was rotated away or deleted), a final
-    /// line without newline counts too, as nothing will complete it here.
+    /// line. When `last` (the file is being dropped), a final line without
+    /// newline counts too, as nothing will complete it here.
     async fn read(&self, t: &mut Tailed, buf: &mut [u8], last: bool) -> Result<(), ReadError> {
         let len = t.file.metadata().await?.len();
         if len < t.read_pos {
@@ -416,6 +541,18 @@ impl Out {
                 size = len,
                 offset = t.read_pos,
                 "File truncated; reading it from its start"
+            );
+            t.restart().await?;
+        } else if len > t.read_pos && !t.tail_intact().await? {
+            // Checked when there is more to read (a rewrite that has not
+            // grown past the position yet is caught once it has).
+            // Truncated and written past the position again before this
+            // pass (copytruncate, then the application's next lines).
+            tracing::info!(
+                path = %t.path.display(),
+                size = len,
+                offset = t.read_pos,
+                "File rewritten (truncated and written again); reading it from its start"
             );
             t.restart().await?;
         }
@@ -489,6 +626,7 @@ impl Out {
                     }
                 }
             }
+            keep_tail(&mut t.tail, &buf[..n]);
             t.read_pos = base + n as u64;
         }
     }
@@ -500,11 +638,19 @@ struct Tailer {
     out: Out,
     /// In discovery order, so a rotated file is read before its successor.
     files: Vec<Tailed>,
-    /// Resume offsets not yet used, by identity.
-    resume: HashMap<Identity, u64>,
+    /// This source's logged positions (their path matches the pattern) not
+    /// yet used; dropped after the first complete scan, except those whose
+    /// directory is missing.
+    resume: Vec<FileOffset>,
+    /// Whether the source runs for the first time: no logged position
+    /// matches its pattern. Only then does `start_at` apply (to the files
+    /// of the first scan); otherwise every unknown file is new.
+    fresh: bool,
     /// Whether the first scan is done: files found later are new and are
     /// read from their beginning, whatever `start_at` says.
     started: bool,
+    /// How long a rotated-away file must stay unchanged to be dropped.
+    rotate_wait: Duration,
     /// Whether a scan failure was logged (logged again after a success).
     scan_failing: bool,
     buf: Vec<u8>,
@@ -545,6 +691,17 @@ fn glob_files(pattern: &str) -> Found {
     found
 }
 
+/// Whether `path` is one the glob `pattern` can yield (`*` stays within a
+/// path component, as when the glob walks the tree).
+fn matches(pattern: &glob::Pattern, path: &Path) -> bool {
+    let opts = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    };
+    pattern.matches_path_with(path, opts)
+}
+
 impl Tailer {
     fn new(
         cfg: FileSourceConfig,
@@ -557,19 +714,45 @@ impl Tailer {
             shutdown,
             max_line: cfg.max_line,
         };
+        // The positions logged by this source: other sources' are ignored.
+        let resume: Vec<FileOffset> = match glob::Pattern::new(&cfg.pattern) {
+            Ok(p) => resume
+                .into_iter()
+                .filter(|r| matches(&p, Path::new(&r.path)))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
         Tailer {
             out,
             files: Vec::new(),
-            resume: resume.into_iter().map(|r| (r.identity, r.offset)).collect(),
+            fresh: resume.is_empty(),
+            resume,
             started: false,
+            rotate_wait: cfg.poll_interval.max(MIN_POLL) * ROTATE_WAIT_POLLS,
             scan_failing: false,
             buf: vec![0; CHUNK],
             cfg,
         }
     }
 
+    /// The resume offset of the file with `identity` found at `path`, if
+    /// one was logged: the one logged for that path, else (renamed while
+    /// down) the furthest. Used up either way.
+    fn take_resume(&mut self, identity: Identity, path: &Path) -> Option<u64> {
+        let mut best: Option<(bool, u64)> = None;
+        for r in self.resume.iter().filter(|r| r.identity == identity) {
+            let candidate = (Path::new(&r.path) == path, r.offset);
+            if best.is_none_or(|b| candidate > b) {
+                best = Some(candidate);
+            }
+        }
+        self.resume.retain(|r| r.identity != identity);
+        best.map(|(_, offset)| offset)
+    }
+
     /// Brings the followed set up to date with the glob: files that left it
-    /// are read to their end and dropped, new files are opened.
+    /// are read to their current end and kept until quiet, new files are
+    /// opened.
     async fn scan(&mut self) -> Result<(), Stopped> {
         let pattern = self.cfg.pattern.clone();
         let found = match tokio::task::spawn_blocking(move || glob_files(&pattern)).await {
@@ -587,40 +770,49 @@ impl Tailer {
         }
         self.scan_failing = !found.complete;
 
-        // Files the glob no longer finds: rotated away or deleted. Finish
-        // them first, so their lines come before those of a successor.
-        let mut i = 0;
-        while i < self.files.len() {
-            let gone = found.complete
-                && !found
-                    .files
-                    .iter()
-                    .any(|(_, id)| *id == self.files[i].identity);
+        // Files the glob no longer finds: rotated away or deleted. Read
+        // what they hold now first, so those lines come before any of a
+        // successor; then they are read until quiet (`read_all`), since
+        // the application may still be writing to them.
+        assign_logging(&mut self.files);
+        for t in &mut self.files {
+            let gone = t.rotated.is_none()
+                && found.complete
+                && !found.files.iter().any(|(_, id)| *id == t.identity);
             if !gone {
-                i += 1;
                 continue;
             }
-            let t = &mut self.files[i];
-            match self.out.read(t, &mut self.buf, true).await {
+            tracing::info!(
+                path = %t.path.display(),
+                offset = t.line_end,
+                "Followed file rotated away or deleted; reading it until it stays unchanged"
+            );
+            t.rotated = Some(Instant::now());
+            match self.out.read(t, &mut self.buf, false).await {
                 Ok(()) => {}
                 Err(ReadError::Stopped) => return Err(Stopped),
                 Err(ReadError::Io(e)) => {
                     tracing::warn!(
                         path = %t.path.display(),
                         error = %e,
-                        "Cannot finish reading a rotated or deleted file"
+                        "Cannot read a rotated or deleted file"
                     );
                 }
             }
-            let t = self.files.remove(i);
-            tracing::info!(
-                path = %t.path.display(),
-                offset = t.line_end,
-                "Stopped following file: rotated or deleted"
-            );
         }
 
-        for (path, identity) in found.files {
+        if !self.started {
+            self.resume_rotated(&found).await;
+        }
+
+        // Files known to the log first, so that a file renamed within the
+        // glob while the daemon was down is read before its successor.
+        let mut found_files = found.files;
+        if !self.started {
+            let known: Vec<Identity> = self.resume.iter().map(|r| r.identity).collect();
+            found_files.sort_by_key(|(_, id)| !known.contains(id));
+        }
+        for (path, identity) in found_files {
             if let Some(t) = self.files.iter_mut().find(|t| t.identity == identity) {
                 if t.path != path {
                     tracing::info!(
@@ -630,22 +822,111 @@ impl Tailer {
                     );
                     t.path = path;
                 }
+                // Back in the glob: followed again.
+                t.rotated = None;
                 continue;
             }
             match self.open(&path).await {
-                Ok(Some(t)) => self.files.push(t),
+                Ok(Some((t, at_end))) => {
+                    self.files.push(t);
+                    if at_end {
+                        // Logs the start position, so that a restart knows
+                        // the file and does not read it from its start.
+                        assign_logging(&mut self.files);
+                        if let Some(t) = self.files.last() {
+                            self.out.send(t, &mut Vec::new()).await?;
+                        }
+                    }
+                }
                 Ok(None) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => tracing::warn!(path = %path.display(), error = %e, "Cannot open file"),
             }
         }
+        if found.complete {
+            // Used or stale (a logged file gone while the daemon was down,
+            // whose inode may be reused). Kept only for a missing directory
+            // (e.g. not mounted yet).
+            self.resume.retain(|r| {
+                Path::new(&r.path)
+                    .parent()
+                    .is_some_and(|d| !d.as_os_str().is_empty() && !d.exists())
+            });
+        }
         self.started = true;
         Ok(())
     }
 
-    /// Opens a newly found file at its start position; `None` when it turns
-    /// out not to be a new regular file.
-    async fn open(&mut self, path: &Path) -> io::Result<Option<Tailed>> {
+    /// At start: a logged file the glob does not find (rotated while the
+    /// daemon was down) is looked for by identity in its directory; found,
+    /// its unread tail is read first, from its logged offset, before the
+    /// file now at its path.
+    async fn resume_rotated(&mut self, found: &Found) {
+        let mut lost: Vec<FileOffset> = Vec::new();
+        for r in &self.resume {
+            if found.files.iter().any(|(_, id)| *id == r.identity) {
+                continue;
+            }
+            match lost.iter_mut().find(|l| l.identity == r.identity) {
+                Some(l) if l.offset >= r.offset => {}
+                Some(l) => *l = r.clone(),
+                None => lost.push(r.clone()),
+            }
+        }
+        for r in lost {
+            self.resume.retain(|o| o.identity != r.identity);
+            let logged = PathBuf::from(&r.path);
+            let Some(dir) = logged.parent().map(Path::to_path_buf) else {
+                continue;
+            };
+            let identity = r.identity;
+            let Ok(Some(at)) = tokio::task::spawn_blocking(move || locate(&dir, identity)).await
+            else {
+                continue;
+            };
+            match self.open_rotated(logged, &at, identity, r.offset).await {
+                Ok(Some(t)) => self.files.push(t),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    path = %at.display(),
+                    error = %e,
+                    "Cannot read the rest of a rotated file"
+                ),
+            }
+        }
+    }
+
+    /// Opens the rotated file at `at`, logged as `path` up to `offset`, to
+    /// read it from there; `None` when it has nothing more.
+    async fn open_rotated(
+        &mut self,
+        path: PathBuf,
+        at: &Path,
+        identity: Identity,
+        offset: u64,
+    ) -> io::Result<Option<Tailed>> {
+        let mut file = File::open(at).await?;
+        let meta = file.metadata().await?;
+        if (meta.dev(), meta.ino()) != identity || meta.len() <= offset {
+            return Ok(None);
+        }
+        let tail = bytes_before(&mut file, offset).await?;
+        tracing::info!(
+            path = %at.display(),
+            logged_as = %path.display(),
+            offset,
+            size = meta.len(),
+            "Reading the rest of a file rotated while stopped, from its logged offset"
+        );
+        let mut t = Tailed::new(path, identity, file, offset, tail);
+        t.rotated = Some(Instant::now());
+        Ok(Some(t))
+    }
+
+    /// Opens a newly found file at its start position, and says whether
+    /// that is its end by `start_at: end`; `None` when it turns out not to
+    /// be a new regular file.
+    async fn open(&mut self, path: &Path) -> io::Result<Option<(Tailed, bool)>> {
         let mut file = File::open(path).await?;
         let meta = file.metadata().await?;
         // The identity of what was opened, which may differ from the glob's
@@ -656,15 +937,9 @@ impl Tailer {
         }
         let len = meta.len();
         let mut skipping = false;
-        let start = if let Some(offset) = self.resume.remove(&identity) {
-            if offset <= len {
-                tracing::info!(
-                    path = %path.display(),
-                    offset,
-                    "Following file from its resume offset"
-                );
-                offset
-            } else {
+        let mut at_end = false;
+        let start = if let Some(offset) = self.take_resume(identity, path) {
+            if offset > len {
                 tracing::info!(
                     path = %path.display(),
                     offset,
@@ -672,37 +947,51 @@ impl Tailer {
                     "File shorter than its resume offset; reading it from its start"
                 );
                 0
+            } else if offset > 0 && bytes_before(&mut file, offset).await?.last() != Some(&b'\n') {
+                // A logged offset follows a line: the content changed.
+                tracing::info!(
+                    path = %path.display(),
+                    offset,
+                    size = len,
+                    "File rewritten since its resume offset was logged; reading it from its start"
+                );
+                0
+            } else {
+                tracing::info!(
+                    path = %path.display(),
+                    offset,
+                    "Following file from its resume offset"
+                );
+                offset
             }
-        } else if !self.started && self.cfg.start_at == StartAt::End {
-            if len > 0 {
-                // Starting inside a line would hand over its tail as a line.
-                let mut last = [0u8; 1];
-                file.seek(SeekFrom::Start(len - 1)).await?;
-                let n = file.read(&mut last).await?;
-                skipping = n == 1 && last[0] != b'\n';
-            }
+        } else if self.fresh && !self.started && self.cfg.start_at == StartAt::End {
+            // Starting inside a line would hand over its tail as a line.
+            skipping = bytes_before(&mut file, len)
+                .await?
+                .last()
+                .is_some_and(|&b| b != b'\n');
+            at_end = !skipping;
             tracing::info!(path = %path.display(), offset = len, "Following file from its end");
             len
         } else {
             tracing::info!(path = %path.display(), "Following file from its start");
             0
         };
-        file.seek(SeekFrom::Start(start)).await?;
-        Ok(Some(Tailed {
-            path: path.to_path_buf(),
-            identity,
-            file,
-            read_pos: start,
-            line_end: start,
-            line: Vec::new(),
-            skipping,
-            failing: false,
-        }))
+        let tail = bytes_before(&mut file, start).await?;
+        let mut t = Tailed::new(path.to_path_buf(), identity, file, start, tail);
+        t.skipping = skipping;
+        Ok(Some((t, at_end)))
     }
 
-    /// Reads every followed file to its current end.
+    /// Reads every followed file to its current end, and drops rotated-away
+    /// files that have stayed unchanged for the rotate wait.
     async fn read_all(&mut self) -> Result<(), Stopped> {
-        for t in &mut self.files {
+        assign_logging(&mut self.files);
+        let mut i = 0;
+        while i < self.files.len() {
+            let t = &mut self.files[i];
+            let before = t.read_pos;
+            let quiet = t.rotated.is_some_and(|at| at.elapsed() >= self.rotate_wait);
             match self.out.read(t, &mut self.buf, false).await {
                 Ok(()) => t.failing = false,
                 Err(ReadError::Stopped) => return Err(Stopped),
@@ -717,7 +1006,64 @@ impl Tailer {
                     t.failing = true;
                 }
             }
+            if t.rotated.is_some() && t.read_pos != before {
+                t.rotated = Some(Instant::now());
+            } else if quiet {
+                // A final line without newline counts now.
+                match self.out.read(t, &mut self.buf, true).await {
+                    Err(ReadError::Stopped) => return Err(Stopped),
+                    Ok(()) | Err(ReadError::Io(_)) => {}
+                }
+                let t = self.files.remove(i);
+                tracing::info!(
+                    path = %t.path.display(),
+                    offset = t.line_end,
+                    "Stopped following file: rotated or deleted, and unchanged since"
+                );
+                // The next file with its path (its successor) logs its
+                // position from now on, starting with where it is.
+                assign_logging(&mut self.files);
+                if let Some(next) = self.files.iter().find(|n| n.path == t.path && n.logs) {
+                    self.out.send(next, &mut Vec::new()).await?;
+                }
+                continue;
+            }
+            i += 1;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_paths_are_matched_as_the_glob_walks() {
+        let p = glob::Pattern::new("/logs/**/a?.ndjson").unwrap();
+        assert!(matches(&p, Path::new("/logs/a2.ndjson")));
+        assert!(matches(&p, Path::new("/logs/sub/deeper/a1.ndjson")));
+        assert!(!matches(&p, Path::new("/logs/a10.ndjson")));
+        assert!(!matches(&p, Path::new("/logs/a2.ndjson.1")));
+        let p = glob::Pattern::new("/logs/*.ndjson").unwrap();
+        assert!(matches(&p, Path::new("/logs/app.ndjson")));
+        // `*` does not cross a directory, as in the walk.
+        assert!(!matches(&p, Path::new("/logs/sub/app.ndjson")));
+        assert!(!matches(&p, Path::new("/other/app.ndjson")));
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_bytes_read() {
+        let all: Vec<u8> = (0..200u8).collect();
+        for size in [1, 7, TAIL, 100] {
+            let mut tail = Vec::new();
+            for chunk in all.chunks(size) {
+                keep_tail(&mut tail, chunk);
+            }
+            assert_eq!(tail, all[200 - TAIL..], "chunks of {size}");
+        }
+        let mut tail = Vec::new();
+        keep_tail(&mut tail, &all[..10]);
+        assert_eq!(tail, all[..10]);
     }
 }
