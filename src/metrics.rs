@@ -69,7 +69,7 @@ pub struct RebalanceLabel {
 type FGauge = Gauge<f64, AtomicU64>;
 
 /// Name (without `_total`), type and help of every family.
-const FAMILIES: [(&str, &str, &str); 19] = [
+const FAMILIES: [(&str, &str, &str); 20] = [
     (
         "tocsin_events_received",
         "counter",
@@ -161,6 +161,11 @@ const FAMILIES: [(&str, &str, &str); 19] = [
         "counter",
         "Re-published events dropped by a by-key shard as already evaluated, per topic",
     ),
+    (
+        "tocsin_template_errors",
+        "counter",
+        "Alert messages whose template failed to render (the alert carries the raw template)",
+    ),
 ];
 
 /// The name a family's `# HELP`/`# TYPE` lines carry in text format
@@ -229,6 +234,8 @@ pub struct Metrics {
     pub kafka_restore_seconds: FGauge,
     pub kafka_republished: Family<TopicLabel, Counter>,
     pub kafka_duplicates_dropped: Family<TopicLabel, Counter>,
+    /// Message templates that failed to render (beyond daemon.md 5).
+    pub template_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -260,6 +267,7 @@ impl Metrics {
             kafka_restore_seconds: FGauge::default(),
             kafka_republished: Family::default(),
             kafka_duplicates_dropped: Family::default(),
+            template_errors: Counter::default(),
             registry: Registry::default(),
         };
         // Counter names get their `_total` suffix from the encoder.
@@ -283,6 +291,7 @@ impl Metrics {
         registry.register(FAMILIES[16].0, help(16), m.kafka_restore_seconds.clone());
         registry.register(FAMILIES[17].0, help(17), m.kafka_republished.clone());
         registry.register(FAMILIES[18].0, help(18), m.kafka_duplicates_dropped.clone());
+        registry.register(FAMILIES[19].0, help(19), m.template_errors.clone());
         Metrics { registry, ..m }
     }
 
@@ -331,6 +340,7 @@ impl Metrics {
         let t = TopicLabel { topic: "t".into() };
         m.kafka_republished.get_or_create(&t).inc();
         m.kafka_duplicates_dropped.get_or_create(&t).inc();
+        m.template_errors.inc();
     }
 
     /// The Prometheus text exposition (format 0.0.4).

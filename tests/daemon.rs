@@ -474,6 +474,59 @@ fn sigterm_does_not_wait_for_a_stalled_upload() {
     );
 }
 
+/// Counts are not lost when a reload changes a rule right after it fired
+/// (they used to be published only every 200 ms, and the reload dropped
+/// what was not yet); a removed rule's key gauge goes; a message template
+/// that fails to render is counted in `tocsin_template_errors_total` and
+/// logged.
+#[test]
+fn a_reload_keeps_every_count_and_drops_removed_rules() {
+    let rules =
+        "rule a { key u from x }\nrule gone { key u from y message \"{{ event.geo.city }}\" }\n";
+    let dir = setup(rules);
+    let d = Daemon::start(dir.path(), &config("", ""), &[]);
+    let body = (0..3)
+        .map(|i| format!("{{\"type\":\"x\",\"ts\":{},\"u\":\"k{i}\"}}\n", 1000 + i))
+        .chain(["{\"type\":\"y\",\"ts\":1500,\"u\":\"k\"}\n".to_string()])
+        .chain(["{\"type\":\"z\",\"ts\":2000}\n".to_string()])
+        .collect::<String>();
+    let r = http(
+        d.port,
+        "POST",
+        "/v1/events",
+        &[("Content-Type", "application/x-ndjson")],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    std::fs::write(
+        dir.path().join("rules/a.rules"),
+        "rule a { key u from x where u != null }\n",
+    )
+    .unwrap();
+    let r = http(d.port, "POST", "/v1/reload", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    alerts_of(&d, 4);
+    let m = wait_for("the counts", WAIT, || {
+        let m = get(d.port, "/metrics").body;
+        m.contains("tocsin_template_errors_total 1\n").then_some(m)
+    });
+    assert!(
+        m.contains("tocsin_alerts_total{rule=\"a\",status=\"firing\"} 3\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tocsin_rule_matches_total{rule=\"a\"} 3\n"),
+        "{m}"
+    );
+    assert!(!m.contains("tocsin_rule_keys{rule=\"gone\"}"), "{m}");
+    assert!(
+        d.stderr().contains("A message template failed to render"),
+        "{}",
+        d.stderr()
+    );
+}
+
 #[test]
 fn tcp_lines_produce_alerts_and_a_bad_line_keeps_the_connection() {
     let dir = setup(FILTER);

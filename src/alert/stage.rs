@@ -226,7 +226,7 @@ impl AlertStage {
             return String::new();
         };
         let Ok(tmpl) = self.env.get_template(&rule.name) else {
-            self.stats.template_errors += 1;
+            self.template_error(&rule.name, "the template did not compile");
             return template.clone();
         };
         let mut cx = Map::new();
@@ -269,8 +269,8 @@ impl AlertStage {
         }
         match tmpl.render(minijinja::value::Serde(Value::Object(cx))) {
             Ok(s) => s,
-            Err(_) => {
-                self.stats.template_errors += 1;
+            Err(e) => {
+                self.template_error(&rule.name, &e.to_string());
                 template.clone()
             }
         }
@@ -285,6 +285,25 @@ fn whole_numbers_as_integers(v: &Value) -> Value {
             _ => v.clone(),
         },
         _ => v.clone(),
+    }
+}
+
+impl AlertStage {
+    /// Counts a message that could not be rendered (the alert carries the
+    /// raw template; `tocsin_template_errors_total`) and logs it — the 1st,
+    /// 2nd, 4th, 8th… time, so that a broken template on a busy rule does
+    /// not flood the log.
+    fn template_error(&mut self, rule: &str, error: &str) {
+        self.stats.template_errors += 1;
+        let n = self.stats.template_errors;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                rule,
+                error,
+                template_errors = n,
+                "A message template failed to render; the alert carries the raw template"
+            );
+        }
     }
 }
 

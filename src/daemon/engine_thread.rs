@@ -67,6 +67,14 @@ pub enum Logged {
 /// is asked for again (its logging failed, or the queue dropped it).
 const ADVANCE_RETRY_MS: i64 = 5_000;
 
+/// What [`publish`] last copied into the metrics: per rule name, and the
+/// template errors of all rules.
+#[derive(Default)]
+struct PublishedAll {
+    rules: HashMap<String, Published>,
+    template_errors: u64,
+}
+
 /// Counters already published to Prometheus, per rule name.
 #[derive(Default, Clone, Copy)]
 struct Published {
@@ -108,7 +116,7 @@ pub fn run(
 ) {
     let mut alerts: Vec<Alert> = Vec::new();
     let mut last_accept = now();
-    let mut published: HashMap<String, Published> = HashMap::new();
+    let mut published = PublishedAll::default();
     let mut last_view = Instant::now() - Duration::from_secs(10);
     let mut late_log = LateLog::new(settings.late_log.clone());
     // Wall time of an idle advance asked for and not yet back from the log.
@@ -252,7 +260,13 @@ pub fn run(
                 late_log.flush();
             }
             Logged::Reload { program, done } => {
+                // Counts not yet published would go with a changed rule's
+                // state: publish them first, then start the rules' counts
+                // from what they are after the swap (zero for a changed or
+                // new rule), and drop the key gauge of a removed rule.
+                publish(&pipeline, &shared, &mut published);
                 pipeline.reload(&program);
+                rebase(&pipeline, &shared, &mut published);
                 shared.preparer.set(pipeline.preparer());
                 tracing::info!(rules = program.rules.len(), "Rules reloaded");
                 last_view = Instant::now() - Duration::from_secs(10);
@@ -371,10 +385,43 @@ pub(super) fn deliver(alerts: &mut Vec<Alert>, shared: &Shared, outbox: &Outbox)
     }
 }
 
-/// Copies engine counters into metrics and the `/v1/rules` view.
-fn publish(pipeline: &Pipeline, shared: &Shared, published: &mut HashMap<String, Published>) {
+/// After a reload: the published counts of each running rule become its
+/// current counts (kept for an unchanged rule, zero for a changed one, so
+/// that its new counts are published from the first), and the rules that
+/// are gone lose their live-key gauge.
+fn rebase(pipeline: &Pipeline, shared: &Shared, all: &mut PublishedAll) {
     let rule_stats = pipeline.rule_stats();
     let stage = pipeline.stage_stats();
+    let mut now = HashMap::new();
+    for (i, r) in pipeline.rules().iter().enumerate() {
+        now.insert(
+            r.name.clone(),
+            Published {
+                matches: rule_stats[i].matches,
+                alerts: stage.alerts[i],
+                throttled: stage.throttled[i],
+            },
+        );
+    }
+    for gone in all.rules.keys().filter(|n| !now.contains_key(*n)) {
+        shared
+            .metrics
+            .rule_keys
+            .remove(&RuleLabel { rule: gone.clone() });
+    }
+    all.rules = now;
+}
+
+/// Copies engine counters into metrics and the `/v1/rules` view.
+fn publish(pipeline: &Pipeline, shared: &Shared, all: &mut PublishedAll) {
+    let rule_stats = pipeline.rule_stats();
+    let stage = pipeline.stage_stats();
+    shared
+        .metrics
+        .template_errors
+        .inc_by(stage.template_errors.saturating_sub(all.template_errors));
+    all.template_errors = stage.template_errors;
+    let published = &mut all.rules;
     let keys = pipeline.key_counts();
     let mut view = Vec::with_capacity(pipeline.rules().len());
     for (i, r) in pipeline.rules().iter().enumerate() {
