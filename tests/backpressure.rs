@@ -67,11 +67,19 @@ async fn a_full_log_writer_queue_gives_503_with_retry_after() {
     tx.send(EngineMsg::Tick(tocsin::event::EventTime(0)))
         .await
         .unwrap();
-    let answer = post_one(ingest(tx)).await;
+    let ingest = ingest(tx);
+    let metrics = ingest.metrics.clone();
+    let answer = post_one(ingest).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(
         answer.to_ascii_lowercase().contains("retry-after: 1"),
         "{answer}"
+    );
+    // Refused, so not counted as received.
+    assert!(
+        !metrics.encode().contains("tocsin_events_received_total{"),
+        "{}",
+        metrics.encode()
     );
     // Nothing but the filler was queued.
     assert!(matches!(rx.recv().await, Some(EngineMsg::Tick(_))));

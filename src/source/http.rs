@@ -232,7 +232,6 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
     };
     let body = json!({"accepted": accepted, "rejected": rejected}).to_string();
     if accepted > 0 {
-        src.ingest.metrics.received("http", accepted as u64);
         let (done, wait) = oneshot::channel();
         let idempotent = idem_key.map(|key| Idempotent {
             key,
@@ -244,7 +243,8 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
                 .prepared_by(&src.ingest.preparer),
         );
         match src.ingest.tx.try_send(msg) {
-            Ok(()) => {}
+            // Counted once taken: a request refused here (503) is not.
+            Ok(()) => src.ingest.metrics.received("http", accepted as u64),
             Err(mpsc::error::TrySendError::Full(_)) => return overloaded(),
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
