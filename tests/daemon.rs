@@ -307,8 +307,8 @@ fn the_admin_api_is_not_on_the_ingest_port_by_default() {
 
 /// While recovery runs, `/healthz` answers 200, `/readyz` 503, and events
 /// 503 with `Retry-After` on the port shared with the admin API. (The log
-/// segment is replaced by a FIFO, so reading it blocks recovery until the
-/// test writes the segment's bytes into it.)
+/// segment is replaced by a FIFO, so reading it blocks recovery; the test
+/// then kills the daemon.)
 #[test]
 fn health_answers_while_recovery_runs() {
     let dir = setup(FILTER);
