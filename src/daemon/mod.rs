@@ -376,12 +376,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let shared = shared.clone();
         let outbox = outbox.clone();
         let decoder = decoder.clone();
+        let on_disk = loaded.program.clone();
         // Recovery is synchronous and may be long: keep it off the async workers.
         tokio::task::spawn_blocking(move || {
             let r = recover::recover(
                 &state_dir,
                 policy,
                 &mut pipeline,
+                &on_disk,
                 &decoder,
                 &shared,
                 &outbox,

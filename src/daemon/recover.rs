@@ -11,6 +11,7 @@ use super::engine_thread::deliver;
 use crate::checkpoint;
 use crate::decode::{Decoded, Decoder};
 use crate::event::EventTime;
+use crate::lang::Program;
 use crate::outbox::Outbox;
 use crate::pipeline::Pipeline;
 use crate::source::FileOffset;
@@ -41,10 +42,14 @@ pub struct Recovered {
     pub restored_rules: usize,
 }
 
+/// `on_disk`: the rules loaded from disk at this start, which `pipeline`
+/// runs on entry and on return; the log in between is evaluated with the
+/// rules that were running when it was written.
 pub fn recover(
     state_dir: &Path,
     policy: FsyncPolicy,
     pipeline: &mut Pipeline,
+    on_disk: &Program,
     decoder: &Decoder,
     shared: &Shared,
     outbox: &Outbox,
@@ -52,16 +57,13 @@ pub fn recover(
     let mut offsets: HashMap<String, FileOffset> = HashMap::new();
     let mut from = 0;
     let mut restored_rules = 0;
-    // The rules on disk now, which the pipeline starts with; the log is
-    // evaluated with the rules that were running when it was written.
-    let on_disk = pipeline.texts().clone();
     let opts = shared.rule_options();
     // The rules last recorded (checkpoint or log) before the log's end.
     let mut recorded: Option<Vec<(String, String)>> = None;
-    if let Some(cp) = checkpoint::read_latest(state_dir)? {
-        if let Some(files) = &cp.rules {
-            switch_rules(pipeline, files, &opts, "the checkpoint");
-            recorded = Some(files.clone());
+    if let Some(mut cp) = checkpoint::read_latest(state_dir)? {
+        if let Some(files) = cp.rules.take() {
+            switch_rules(pipeline, &files, &opts, "the checkpoint");
+            recorded = Some(files);
         }
         restored_rules = pipeline.restore(&cp.pipeline).len();
         for o in &cp.file_offsets {
@@ -126,15 +128,14 @@ pub fn recover(
     // start too), so that a later recovery knows which rules each record
     // met: they may have changed while the daemon was down, or before a
     // reload it did not live to make.
-    if recorded.as_deref() != Some(&on_disk[..]) {
-        wal.append(&Record::Rules(on_disk.to_vec()))?;
+    if recorded.as_deref() != Some(&on_disk.texts[..]) {
+        wal.append(&Record::Rules(on_disk.texts.to_vec()))?;
         wal.sync_now()?;
     }
-    if pipeline.texts()[..] != on_disk[..] {
-        let program = crate::lang::load_texts(on_disk.to_vec(), &opts).program;
-        pipeline.reload(&program);
+    if pipeline.texts()[..] != on_disk.texts[..] {
+        pipeline.reload(on_disk);
         tracing::info!(
-            rules = program.rules.len(),
+            rules = on_disk.rules.len(),
             "Rules on disk differ from those of the recovered state: reloaded"
         );
     }
