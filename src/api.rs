@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::daemon::{Shared, reload};
-use crate::source::http::{authorized, error};
+use crate::source::http::{authorized, error, retry_later};
 
 #[derive(Clone)]
 struct Api {
@@ -68,13 +68,7 @@ pub fn recovering(admin: Router) -> Router {
 }
 
 async fn not_yet() -> Response {
-    let mut r = error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "recovering the state from the write-ahead log; retry later",
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r
+    retry_later("recovering the state from the write-ahead log; retry later")
 }
 
 fn json_ok(status: StatusCode, body: String) -> Response {

@@ -83,6 +83,17 @@ struct Published {
     throttled: u64,
 }
 
+impl Published {
+    /// The counts of rule `i` now.
+    fn of(i: usize, rules: &[crate::engine::RuleStats], stage: &crate::alert::StageStats) -> Self {
+        Published {
+            matches: rules[i].matches,
+            alerts: stage.alerts[i],
+            throttled: stage.throttled[i],
+        }
+    }
+}
+
 /// The engine thread's ends of its channels.
 pub struct EngineLinks {
     /// From the log writer.
@@ -392,17 +403,12 @@ pub(super) fn deliver(alerts: &mut Vec<Alert>, shared: &Shared, outbox: &Outbox)
 fn rebase(pipeline: &Pipeline, shared: &Shared, all: &mut PublishedAll) {
     let rule_stats = pipeline.rule_stats();
     let stage = pipeline.stage_stats();
-    let mut now = HashMap::new();
-    for (i, r) in pipeline.rules().iter().enumerate() {
-        now.insert(
-            r.name.clone(),
-            Published {
-                matches: rule_stats[i].matches,
-                alerts: stage.alerts[i],
-                throttled: stage.throttled[i],
-            },
-        );
-    }
+    let now: HashMap<String, Published> = pipeline
+        .rules()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.name.clone(), Published::of(i, &rule_stats, &stage)))
+        .collect();
     for gone in all.rules.keys().filter(|n| !now.contains_key(*n)) {
         shared
             .metrics
@@ -428,11 +434,7 @@ fn publish(pipeline: &Pipeline, shared: &Shared, all: &mut PublishedAll) {
         let label = RuleLabel {
             rule: r.name.clone(),
         };
-        let now_p = Published {
-            matches: rule_stats[i].matches,
-            alerts: stage.alerts[i],
-            throttled: stage.throttled[i],
-        };
+        let now_p = Published::of(i, &rule_stats, &stage);
         let before = published.get(&r.name).copied().unwrap_or_default();
         let delta = |a: u64, b: u64| a.saturating_sub(b);
         shared

@@ -1,6 +1,7 @@
 //! The log writer thread: the only owner of the write-ahead log. It takes
 //! batches, ticks, idle advances and reloads from the sources' bounded
-//! queue, appends every batch and idle advance of a group in one write,
+//! queue, appends every batch, idle advance and reload of a group in one
+//! write,
 //! then passes everything on, in arrival order and with LSNs, to the engine
 //! thread over a second bounded queue. Logging and evaluation overlap; an
 //! acknowledgement never waits for the engine.
@@ -11,8 +12,8 @@
 //! written and the engine evaluates both (group commit, pipelined). The
 //! engine may thus see a batch before it is durable, never before it is
 //! written: a killed process loses nothing written, so recovery replays
-//! exactly what the engine saw (docs/durability.md). Idle advances are
-//! synced here, before the engine sees them, under every policy.
+//! exactly what the engine saw (docs/durability.md). Idle advances and
+//! reloads are synced here, before the engine sees them, under every policy.
 //!
 //! Back-pressure: the events handed to the engine and not yet evaluated
 //! are held under a budget ([`Backlog`]). While it is spent the HTTP source
@@ -191,18 +192,18 @@ fn stop_syncer(syncer: Option<SyncThread>) {
 /// group has an idle advance or a reload, and says whether it did.
 fn log_group(wal: &mut Wal, group: &[EngineMsg], lsns: &mut Vec<Option<u64>>, sync: bool) -> bool {
     lsns.clear();
-    let mut advance = false;
+    let mut must_sync = false;
     let mut tick = false;
     for msg in group {
         let r = match msg {
             EngineMsg::Batch(b) => Some(wal.append_encoded(&b.record)),
             EngineMsg::IdleAdvance(to) => {
-                advance = true;
+                must_sync = true;
                 Some(wal.append(&Record::Watermark(to.0)))
             }
             // Logged so that recovery switches rules at the same place.
             EngineMsg::Reload { program, .. } => {
-                advance = true;
+                must_sync = true;
                 Some(wal.append(&Record::Rules(program.texts.to_vec())))
             }
             EngineMsg::Tick(_) => {
@@ -222,7 +223,7 @@ fn log_group(wal: &mut Wal, group: &[EngineMsg], lsns: &mut Vec<Option<u64>>, sy
     // An idle advance or a reload is synced whatever the policy: alerts it
     // releases are delivered, and recovery must replay the same change.
     // With `interval`, a tick (every SYNC_INTERVAL) syncs what is left.
-    let (synced, result) = if advance || (tick && wal.policy() == FsyncPolicy::Interval) {
+    let (synced, result) = if must_sync || (tick && wal.policy() == FsyncPolicy::Interval) {
         (true, wal.sync_now())
     } else if sync {
         (true, wal.sync())

@@ -277,10 +277,14 @@ async fn ingest(State(src): State<Arc<HttpSource>>, headers: HeaderMap, body: Bo
 /// 503 with `Retry-After`: the log writer's queue or the engine's backlog
 /// is full. Nothing of the request was taken.
 fn overloaded() -> Response {
-    let mut r = error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "engine overloaded, retry later",
-    );
+    retry_later("engine overloaded, retry later")
+}
+
+/// 503 with `Retry-After: 1` and `msg`: the daemon cannot take the request
+/// now (overloaded, or still recovering) and the client should send it
+/// again.
+pub(crate) fn retry_later(msg: &str) -> Response {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, msg);
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
