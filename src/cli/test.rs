@@ -180,33 +180,29 @@ fn run_file(
     // skipped, as `replay` skips it, and named with its line on every run,
     // passing or not: a test that expects no alert proves nothing if a
     // typo made its events vanish.
-    let mut rejected = Vec::new();
+    let mut notes = String::new();
     for (i, line) in lines.iter().enumerate() {
         match decoder.decode(line.as_bytes(), None) {
             Decoded::Event(ev) => {
                 let _ = pipeline.push(ev, &mut alerts);
             }
             Decoded::Blank => {}
-            Decoded::Rejected(r) => rejected.push(match &tf.events_file {
-                Some(f) => format!(
-                    "  note: {}:{}: not an event ({r}), skipped",
-                    base.join(f).display(),
-                    i + 1
-                ),
-                None => match item_line(&text, "events", i) {
-                    Some(l) => format!(
-                        "  note: {name}:{l}: event {} is not an event ({r}), skipped",
-                        i + 1
+            Decoded::Rejected(r) => {
+                let (place, what) = match &tf.events_file {
+                    Some(f) => (
+                        format!("{}:{}", base.join(f).display(), i + 1),
+                        "not an event".to_string(),
                     ),
-                    None => format!(
-                        "  note: {name}: event {} is not an event ({r}), skipped",
-                        i + 1
+                    None => (
+                        item_line(&text, "events", i)
+                            .map_or_else(|| name.clone(), |l| format!("{name}:{l}")),
+                        format!("event {} is not an event", i + 1),
                     ),
-                },
-            }),
+                };
+                let _ = writeln!(notes, "  note: {place}: {what} ({r}), skipped");
+            }
         }
     }
-    let notes: String = rejected.iter().map(|n| format!("{n}\n")).collect();
 
     pipeline.finish(&mut alerts);
     let actual: Vec<Value> = alerts
