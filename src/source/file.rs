@@ -938,7 +938,9 @@ impl Tailer {
         let len = meta.len();
         let mut skipping = false;
         let mut at_end = false;
-        let start = if let Some(offset) = self.take_resume(identity, path) {
+        // The start position, and the bytes before it when they were read
+        // to choose it (kept as the file's tail rather than read again).
+        let (start, before) = if let Some(offset) = self.take_resume(identity, path) {
             if offset > len {
                 tracing::info!(
                     path = %path.display(),
@@ -946,38 +948,43 @@ impl Tailer {
                     size = len,
                     "File shorter than its resume offset; reading it from its start"
                 );
-                0
-            } else if offset > 0 && bytes_before(&mut file, offset).await?.last() != Some(&b'\n') {
-                // A logged offset follows a line: the content changed.
-                tracing::info!(
-                    path = %path.display(),
-                    offset,
-                    size = len,
-                    "File rewritten since its resume offset was logged; reading it from its start"
-                );
-                0
+                (0, None)
             } else {
-                tracing::info!(
-                    path = %path.display(),
-                    offset,
-                    "Following file from its resume offset"
-                );
-                offset
+                let before = bytes_before(&mut file, offset).await?;
+                if offset > 0 && before.last() != Some(&b'\n') {
+                    // A logged offset follows a line: the content changed.
+                    tracing::info!(
+                        path = %path.display(),
+                        offset,
+                        size = len,
+                        "File rewritten since its resume offset was logged; reading it from its start"
+                    );
+                    (0, None)
+                } else {
+                    tracing::info!(
+                        path = %path.display(),
+                        offset,
+                        "Following file from its resume offset"
+                    );
+                    (offset, Some(before))
+                }
             }
         } else if self.fresh && !self.started && self.cfg.start_at == StartAt::End {
+            let before = bytes_before(&mut file, len).await?;
             // Starting inside a line would hand over its tail as a line.
-            skipping = bytes_before(&mut file, len)
-                .await?
-                .last()
-                .is_some_and(|&b| b != b'\n');
+            skipping = before.last().is_some_and(|&b| b != b'\n');
             at_end = !skipping;
             tracing::info!(path = %path.display(), offset = len, "Following file from its end");
-            len
+            (len, Some(before))
         } else {
             tracing::info!(path = %path.display(), "Following file from its start");
-            0
+            (0, None)
         };
-        let tail = bytes_before(&mut file, start).await?;
+        // `bytes_before` leaves the file at `start`.
+        let tail = match before {
+            Some(b) => b,
+            None => bytes_before(&mut file, start).await?,
+        };
         let mut t = Tailed::new(path.to_path_buf(), identity, file, start, tail);
         t.skipping = skipping;
         Ok(Some((t, at_end)))
