@@ -698,10 +698,7 @@ impl Tagged for SourceConfig {
             (_, "max_body" | "max_line" | "snapshot_chunk") => typed::<Size>(v).map(drop),
             (_, "header_timeout" | "body_timeout") => typed::<Dur>(v).map(drop),
             (Some("file"), "start_at") => typed::<crate::source::file::StartAt>(v).map(drop),
-            (Some("kafka"), "start_at") => match typed_str(v)?.as_str() {
-                "earliest" | "latest" => Ok(()),
-                o => Err(format!("start_at `{o}`: write `earliest` or `latest`")),
-            },
+            (Some("kafka"), "start_at") => crate::kafka::start_at(Some(&typed_str(v)?)).map(drop),
             _ => Ok(()),
         }
     }
@@ -868,11 +865,7 @@ impl Config {
                 ..
             } = src
             {
-                if brokers.is_empty() || topics.is_empty() || group.is_empty() {
-                    return Err(fail(
-                        "kafka source: `brokers`, `topics` and `group` must not be empty".into(),
-                    ));
-                }
+                crate::kafka::check_names(brokers, topics, group).map_err(fail)?;
                 crate::kafka::chunk_bytes(snapshot_chunk.map(|s| s.0)).map_err(fail)?;
             }
         }

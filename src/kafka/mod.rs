@@ -66,6 +66,25 @@ pub struct KafkaSettings {
 const MIN_CHUNK: u64 = 64;
 const MAX_CHUNK: u64 = 16 << 20;
 
+/// A Kafka source's `start_at` (default `earliest`), or why it is neither
+/// `earliest` nor `latest`. Also used when the config is read.
+pub fn start_at(setting: Option<&str>) -> Result<&'static str, String> {
+    match setting {
+        None | Some("earliest") => Ok("earliest"),
+        Some("latest") => Ok("latest"),
+        Some(o) => Err(format!("start_at `{o}`: write `earliest` or `latest`")),
+    }
+}
+
+/// Why a Kafka source cannot run without more `brokers`, `topics` or a
+/// `group`. Also used when the config is read.
+pub fn check_names(brokers: &[String], topics: &[String], group: &str) -> Result<(), String> {
+    if brokers.is_empty() || topics.is_empty() || group.is_empty() {
+        return Err("kafka source: `brokers`, `topics` and `group` must not be empty".into());
+    }
+    Ok(())
+}
+
 /// The `snapshot_chunk` setting in bytes (default when unset), or why it is
 /// out of bounds. Also used by `tocsin check -c`.
 pub fn chunk_bytes(setting: Option<u64>) -> Result<usize, String> {
@@ -97,18 +116,9 @@ impl KafkaSettings {
         else {
             return Ok(None);
         };
-        if brokers.is_empty() || topics.is_empty() || group.is_empty() {
-            return Err("kafka source: `brokers`, `topics` and `group` must not be empty".into());
-        }
-        let start_at = match start_at.as_deref() {
-            None | Some("earliest") => "earliest",
-            Some("latest") => "latest",
-            Some(o) => {
-                return Err(format!(
-                    "kafka source: start_at `{o}`: write `earliest` or `latest`"
-                ));
-            }
-        };
+        check_names(brokers, topics, group)?;
+        let start_at =
+            self::start_at(start_at.as_deref()).map_err(|e| format!("kafka source: {e}"))?;
         let mut all = client.clone();
         for (k, var) in client_env {
             match std::env::var(var) {
