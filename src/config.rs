@@ -752,10 +752,9 @@ impl Tagged for ChannelConfig {
     fn check_value(kind: Option<&str>, key: &str, v: &Value) -> Result<(), String> {
         use crate::channel;
         match (kind, key) {
-            (_, "timeout") => match typed::<Dur>(v)? {
-                Dur(ms) if ms <= 0 => Err("timeout must be positive".into()),
-                _ => Ok(()),
-            },
+            (_, "timeout") => {
+                channel::check_timeout(Some(typed::<Dur>(v)?), std::time::Duration::ZERO).map(drop)
+            }
             (_, "retry") => typed::<RetryConfig>(v).map(drop),
             (Some("webhook"), "url") => channel::check_url(&typed_str(v)?).map(drop),
             (Some("webhook"), "format") => typed::<WebhookFormat>(v).map(drop),

@@ -146,11 +146,7 @@ fn settings(
     let (mode, host, port) = check_smtp(smtp, tls)?;
     let from = check_mailbox("from", from)?;
     let to = check_recipients(to)?;
-    let timeout = match timeout {
-        Some(d) if d.0 > 0 => Duration::from_millis(d.0 as u64),
-        Some(_) => return Err("timeout must be positive".into()),
-        None => DEFAULT_TIMEOUT,
-    };
+    let timeout = super::check_timeout(timeout, DEFAULT_TIMEOUT)?;
     Ok(Settings {
         mode,
         host,

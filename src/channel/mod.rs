@@ -32,6 +32,20 @@ pub use stdout::StdoutChannel;
 pub use webhook::WebhookChannel;
 pub(crate) use webhook::{check_header, check_url};
 
+/// A channel's `timeout` (`default` when unset), or why it is not one: it
+/// must be longer than zero. Checked when the config is read and when the
+/// channel is built.
+pub(crate) fn check_timeout(
+    setting: Option<crate::config::Dur>,
+    default: Duration,
+) -> Result<Duration, String> {
+    match setting {
+        Some(d) if d.0 > 0 => Ok(Duration::from_millis(d.0 as u64)),
+        Some(_) => Err("timeout must be positive".into()),
+        None => Ok(default),
+    }
+}
+
 /// A channel that cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {

@@ -79,11 +79,7 @@ fn settings(
         let (hn, hv) = check_header(k, v)?;
         map.insert(hn, hv);
     }
-    let timeout = match timeout {
-        Some(d) if d.0 > 0 => Duration::from_millis(d.0 as u64),
-        Some(_) => return Err("timeout must be positive".into()),
-        None => DEFAULT_TIMEOUT,
-    };
+    let timeout = super::check_timeout(timeout, DEFAULT_TIMEOUT)?;
     Ok(Settings {
         url,
         headers: map,
