@@ -80,6 +80,21 @@ pub fn write_string(out: &mut String, s: &str) {
 /// [`write_number`], so large integers are written as the double they
 /// round to, like `JSON.stringify`.
 pub fn write_compact(out: &mut String, v: &Value) {
+    write_json(out, v, false);
+}
+
+/// Appends `v` as compact JSON like [`write_compact`], but with the members
+/// of every object (at any depth, inside arrays too) sorted bytewise by
+/// name: two values `==` treats as equal are written as one text. This is
+/// how a key value is written (rule-language.md 4), so that
+/// `{"a":1,"b":2}` and `{"b":2,"a":1}` are one key. A `Value` holds each
+/// name once (a repeated name in the input keeps its last value).
+pub fn write_canonical(out: &mut String, v: &Value) {
+    write_json(out, v, true);
+}
+
+/// [`write_compact`] (`sorted` false) or [`write_canonical`] (true).
+fn write_json(out: &mut String, v: &Value, sorted: bool) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
@@ -92,59 +107,38 @@ pub fn write_compact(out: &mut String, v: &Value) {
                 if i > 0 {
                     out.push(',');
                 }
-                write_compact(out, item);
+                write_json(out, item, sorted);
             }
             out.push(']');
         }
         Value::Object(map) => {
             out.push('{');
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, key);
-                out.push(':');
-                write_compact(out, item);
+            if sorted {
+                let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                // Names are unique, so an unstable sort is deterministic.
+                members.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                write_members(out, members.into_iter(), sorted);
+            } else {
+                write_members(out, map.iter(), sorted);
             }
             out.push('}');
         }
     }
 }
 
-/// Appends `v` as compact JSON like [`write_compact`], but with the members
-/// of every object (at any depth, inside arrays too) sorted bytewise by
-/// name: two values `==` treats as equal are written as one text. This is
-/// how a key value is written (rule-language.md 4), so that
-/// `{"a":1,"b":2}` and `{"b":2,"a":1}` are one key. A `Value` holds each
-/// name once (a repeated name in the input keeps its last value).
-pub fn write_canonical(out: &mut String, v: &Value) {
-    match v {
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(out, item);
-            }
-            out.push(']');
+/// An object's members, `name:value` separated by commas.
+fn write_members<'v>(
+    out: &mut String,
+    members: impl Iterator<Item = (&'v String, &'v Value)>,
+    sorted: bool,
+) {
+    for (i, (name, item)) in members.enumerate() {
+        if i > 0 {
+            out.push(',');
         }
-        Value::Object(map) => {
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            // Names are unique, so an unstable sort is deterministic.
-            members.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
-            for (i, (name, item)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, name);
-                out.push(':');
-                write_canonical(out, item);
-            }
-            out.push('}');
-        }
-        scalar => write_compact(out, scalar),
+        write_string(out, name);
+        out.push(':');
+        write_json(out, item, sorted);
     }
 }
 
